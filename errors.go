@@ -1,0 +1,243 @@
+package resil
+
+import (
+	"context"
+	"strconv"
+	"time"
+)
+
+// sentinel is a comparable error value that can also match one other error
+// under errors.Is (ErrTimeout matches context.DeadlineExceeded).
+type sentinel struct {
+	msg  string
+	also error
+}
+
+func (e *sentinel) Error() string { return e.msg }
+
+func (e *sentinel) Is(target error) bool { return e.also != nil && target == e.also }
+
+// ErrTimeout is matched, with errors.Is, by every error a Timeout stage
+// returns when its own deadline ended the wrapped stages. It also matches
+// context.DeadlineExceeded, so code that only knows the context package
+// still recognises it.
+var ErrTimeout error = &timeoutSentinel{sentinel{msg: "resil: timeout", also: context.DeadlineExceeded}}
+
+type timeoutSentinel struct{ sentinel }
+
+// Timeout reports true, as net.Error does for timeouts.
+func (*timeoutSentinel) Timeout() bool { return true }
+
+// ErrBreakerOpen is returned, as it is, for a call that an open (or full
+// half-open) circuit breaker rejected without running the wrapped stages.
+// IsTransient reports false for it, so a Retry inside nothing retries it:
+// the point of an open breaker is to fail fast.
+var ErrBreakerOpen error = &sentinel{msg: "resil: circuit breaker is open"}
+
+// timeoutError is what a Timeout stage returns when its own deadline ended
+// its context: it matches ErrTimeout and context.DeadlineExceeded and wraps
+// the error the wrapped stages returned.
+type timeoutError struct {
+	d   time.Duration
+	err error
+}
+
+func (e *timeoutError) Error() string {
+	return "resil: timed out after " + e.d.String() + ": " + e.err.Error()
+}
+
+func (e *timeoutError) Unwrap() error { return e.err }
+
+func (e *timeoutError) Is(target error) bool {
+	return target == ErrTimeout || target == context.DeadlineExceeded
+}
+
+// Timeout reports true, as net.Error does for timeouts.
+func (e *timeoutError) Timeout() bool { return true }
+
+// RetryError is returned by a Retry stage that gave up on a retryable error:
+// its attempts ran out, or the next wait would have crossed
+// RetryPolicy.MaxElapsed or the context's deadline, or a retry budget denied
+// the next retry. errors.Is and errors.As see through it to Err.
+type RetryError struct {
+	Attempts int   // attempts made, the first included
+	Err      error // the last attempt's error
+}
+
+// Error describes the attempts made and the last error.
+func (e *RetryError) Error() string {
+	s := "resil: gave up after " + strconv.Itoa(e.Attempts) + " attempt"
+	if e.Attempts != 1 {
+		s += "s"
+	}
+	if e.Err == nil {
+		return s
+	}
+	return s + ": " + e.Err.Error()
+}
+
+// Unwrap returns the last attempt's error.
+func (e *RetryError) Unwrap() error { return e.Err }
+
+// stopError is what Retry returns when its context ended while it was
+// waiting, or had ended by the time an attempt failed: it matches the
+// context's error and wraps the last attempt's error.
+type stopError struct {
+	cause error // ctx.Err()
+	last  error
+}
+
+func (e *stopError) Error() string {
+	return "resil: " + e.cause.Error() + " before the next attempt; last error: " + e.last.Error()
+}
+
+func (e *stopError) Unwrap() []error { return []error{e.cause, e.last} }
+
+// mark is how Permanent and Transient label an error.
+type mark uint8
+
+const (
+	unmarked mark = iota
+	markPermanent
+	markTransient
+)
+
+// markedError carries a Permanent or Transient mark around an error. It
+// adds nothing to the message.
+type markedError struct {
+	err  error
+	mark mark
+}
+
+func (e *markedError) Error() string { return e.err.Error() }
+func (e *markedError) Unwrap() error { return e.err }
+
+// Permanent marks err as permanent: no Retry stage retries it, whatever its
+// RetryIf says, and no Breaker counts it as a failure. errors.Is and
+// errors.As see through the mark. Permanent(nil) is nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &markedError{err: err, mark: markPermanent}
+}
+
+// Transient marks err as transient: every Retry stage retries it while
+// attempts, MaxElapsed and the context allow, and every Breaker counts it as
+// a failure. errors.Is and errors.As see through the mark. Transient(nil) is
+// nil.
+func Transient(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &markedError{err: err, mark: markTransient}
+}
+
+// markOf returns the first Permanent or Transient mark found walking err's
+// chain in the order errors.Is walks it (depth-first, outermost first).
+// It allocates nothing.
+func markOf(err error) mark {
+	for err != nil {
+		switch e := err.(type) {
+		case *markedError:
+			return e.mark
+		case interface{ Unwrap() error }:
+			err = e.Unwrap()
+		case interface{ Unwrap() []error }:
+			for _, inner := range e.Unwrap() {
+				if m := markOf(inner); m != unmarked {
+					return m
+				}
+			}
+			return unmarked
+		default:
+			return unmarked
+		}
+	}
+	return unmarked
+}
+
+// IsTransient reports whether err is worth retrying. It walks err's chain as
+// errors.Is does (depth-first, outermost first) and at each error applies, in
+// order: a Permanent mark means false and a Transient mark true (so the
+// outermost mark wins); an error with a method Transient() bool answers for
+// itself; context.Canceled and ErrBreakerOpen mean false. The first error
+// that matches decides; when none does, the answer is true, because an
+// unknown failure is more likely a passing fault than a permanent one.
+// IsTransient(nil) is false. It is safe for concurrent use and allocates
+// nothing of its own.
+func IsTransient(err error) bool {
+	if err == nil {
+		return false
+	}
+	if v, ok := transientRule(err); ok {
+		return v
+	}
+	return true
+}
+
+// transientRule applies rules 2-4 of IsTransient along err's chain and
+// reports the first decision, if any.
+func transientRule(err error) (transient, decided bool) {
+	for err != nil {
+		if e, ok := err.(*markedError); ok {
+			return e.mark == markTransient, true
+		}
+		if t, ok := err.(interface{ Transient() bool }); ok {
+			return t.Transient(), true
+		}
+		if is(err, context.Canceled) || is(err, ErrBreakerOpen) {
+			return false, true
+		}
+		switch e := err.(type) {
+		case interface{ Unwrap() error }:
+			err = e.Unwrap()
+		case interface{ Unwrap() []error }:
+			for _, inner := range e.Unwrap() {
+				if v, ok := transientRule(inner); ok {
+					return v, true
+				}
+			}
+			return false, false
+		default:
+			return false, false
+		}
+	}
+	return false, false
+}
+
+// is reports whether err itself (not its chain) matches target, as one step
+// of errors.Is does.
+func is(err, target error) bool {
+	if err == target {
+		return true
+	}
+	if x, ok := err.(interface{ Is(error) bool }); ok {
+		return x.Is(target)
+	}
+	return false
+}
+
+// retryAfter returns the first RetryAfter hint found in err's chain, in the
+// order errors.As looks, without the allocation errors.As would cost.
+func retryAfter(err error) (time.Duration, bool) {
+	for err != nil {
+		if h, ok := err.(interface{ RetryAfter() time.Duration }); ok {
+			return h.RetryAfter(), true
+		}
+		switch e := err.(type) {
+		case interface{ Unwrap() error }:
+			err = e.Unwrap()
+		case interface{ Unwrap() []error }:
+			for _, inner := range e.Unwrap() {
+				if d, ok := retryAfter(inner); ok {
+					return d, true
+				}
+			}
+			return 0, false
+		default:
+			return 0, false
+		}
+	}
+	return 0, false
+}

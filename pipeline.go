@@ -1,0 +1,155 @@
+package resil
+
+import (
+	"context"
+	"time"
+)
+
+// Pipeline is an immutable chain of stages that Run wraps around a call.
+//
+// Each stage method returns a new Pipeline whose outermost stage is the one
+// just added, wrapping everything added before it; the receiver is left
+// unchanged, so one base pipeline can be extended in several directions and
+// shared by any number of goroutines without locking. The zero Pipeline is
+// the empty pipeline, the same as New[T]().
+//
+//	New[T]().Timeout(t).Retry(r).Breaker(b).Fallback(f)
+//	runs as Fallback(Breaker(Retry(Timeout(fn))))
+type Pipeline[T any] struct {
+	outer *link[T] // the outermost stage; nil for the empty pipeline
+	meta  *meta    // the name and observer events go to; nil when neither is set
+}
+
+// link is one stage of a chain and the stages it wraps.
+type link[T any] struct {
+	stage stage[T]
+	inner *link[T] // nil: the stage wraps fn itself
+}
+
+// stage is one kind of wrapper. run receives the rest of the chain by value
+// (next), so nothing a call needs is allocated: the chain is built once and
+// every call's state lives on Run's stack.
+type stage[T any] interface {
+	run(ctx context.Context, n next[T]) (T, error)
+}
+
+// meta is what Named and Observe attach to a pipeline.
+type meta struct {
+	name string
+	obs  Observer
+}
+
+// next is the part of the chain a stage wraps, plus what a call carries
+// through it. It is passed by value.
+type next[T any] struct {
+	l       *link[T]
+	fn      func(context.Context) (T, error)
+	m       *meta // non-nil only while an observer listens
+	start   int64 // when Run started, in clock() time; 0 unless observed
+	attempt int   // the attempt number set by the nearest Retry; 0 means 1
+}
+
+// New returns the empty pipeline: Run calls fn once with the caller's
+// context. Add stages with the methods of Pipeline.
+func New[T any]() Pipeline[T] { return Pipeline[T]{} }
+
+// with returns p with s as its new outermost stage.
+func (p Pipeline[T]) with(s stage[T]) Pipeline[T] {
+	return Pipeline[T]{outer: &link[T]{stage: s, inner: p.outer}, meta: p.meta}
+}
+
+// Run calls fn through every stage of p, outermost first, and returns what
+// comes back. With a non-nil error the value is T's zero value, except that
+// what a Fallback stage returns is returned as it is. A panic in fn reaches
+// the caller of Run with its original value, after every stage has released
+// what it holds. Run is safe for concurrent use; the core stages run fn on
+// the caller's goroutine.
+func (p Pipeline[T]) Run(ctx context.Context, fn func(context.Context) (T, error)) (T, error) {
+	if ctx == nil {
+		panic("resil: Run ctx must be non-nil, got nil")
+	}
+	if fn == nil {
+		panic("resil: Run fn must be non-nil, got nil")
+	}
+	if p.meta == nil || p.meta.obs == nil {
+		if p.outer == nil {
+			v, err := fn(ctx)
+			if err != nil {
+				var zero T
+				return zero, err
+			}
+			return v, nil
+		}
+		return p.outer.stage.run(ctx, next[T]{l: p.outer.inner, fn: fn})
+	}
+	return p.runObserved(ctx, fn)
+}
+
+// runObserved is Run for a pipeline with an observer: it reports the call's
+// outcome once the stages return. It is outlined so that the unobserved path
+// stays small.
+func (p Pipeline[T]) runObserved(ctx context.Context, fn func(context.Context) (T, error)) (T, error) {
+	n := next[T]{fn: fn, m: p.meta, start: clock()}
+	var (
+		v   T
+		err error
+	)
+	if p.outer == nil {
+		v, err = n.run(ctx)
+	} else {
+		n.l = p.outer.inner
+		v, err = p.outer.stage.run(ctx, n)
+	}
+	if err != nil {
+		n.emit(ctx, Event{Kind: EventFailure, Err: err})
+	} else {
+		n.emit(ctx, Event{Kind: EventSuccess})
+	}
+	return v, err
+}
+
+// run runs the rest of the chain: the next stage inward, or fn.
+func (n next[T]) run(ctx context.Context) (T, error) {
+	if n.l != nil {
+		l := n.l
+		n.l = l.inner
+		return l.stage.run(ctx, n)
+	}
+	if n.m != nil {
+		n.emit(ctx, Event{Kind: EventAttempt, Attempt: n.attemptNo()})
+	}
+	v, err := n.fn(ctx)
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	return v, nil
+}
+
+func (n *next[T]) attemptNo() int {
+	if n.attempt == 0 {
+		return 1
+	}
+	return n.attempt
+}
+
+// emit reports e to the pipeline's observer, if there is one, filling in
+// the pipeline's name and the time elapsed since Run started. The observer
+// runs synchronously on the caller's goroutine; no stage holds a lock or a
+// permit it could lose while it runs.
+func (n *next[T]) emit(ctx context.Context, e Event) {
+	if n.m == nil {
+		return
+	}
+	e.Pipeline = n.m.name
+	e.Elapsed = time.Duration(clock() - n.start)
+	n.m.obs.Observe(ctx, e)
+}
+
+// epoch anchors clock: a monotonic reading taken once.
+var epoch = time.Now()
+
+// clock returns monotonic nanoseconds since epoch (fake time inside a
+// testing/synctest bubble). It is cheaper than time.Now, which also reads
+// the wall clock.
+func clock() int64 { return int64(time.Since(epoch)) }

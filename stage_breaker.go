@@ -1,0 +1,610 @@
+package resil
+
+import (
+	"context"
+	"math"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+	_ "unsafe" // go:linkname, for the per-P success counters
+)
+
+// BreakerPolicy configures a circuit breaker. The zero value is valid: trip
+// when at least half of at least 10 calls in the last 10s failed, stay open
+// 5s, then admit 1 trial call.
+type BreakerPolicy struct {
+	// FailureRatio trips the breaker when failures/calls in Window reach
+	// it. 0 means 0.5. Valid: [0, 1], not NaN.
+	FailureRatio float64
+	// MinCalls is how many calls Window must hold before the ratio counts.
+	// 0 means 10. Negative is invalid.
+	MinCalls int
+	// Window is how long an outcome counts. Outcomes are kept in 20 buckets
+	// of Window/20, so one may drop out up to Window/20 early (see Breaker
+	// for how successes are timed). 0 means 10s. Negative is invalid.
+	Window time.Duration
+	// OpenFor is how long the breaker rejects calls before it admits
+	// trials. 0 means 5s. Negative is invalid.
+	OpenFor time.Duration
+	// HalfOpenCalls is how many trial calls the half-open breaker admits in
+	// all; all of them must succeed to close it. 0 means 1. Negative is
+	// invalid.
+	HalfOpenCalls int
+	// FailureIf decides which unmarked errors count as failures (an error
+	// marked Transient always does, one marked Permanent never does); the
+	// others are ignored. nil means IsTransient, which ignores
+	// context.Canceled.
+	FailureIf func(error) bool
+	// OnStateChange, if set, is called once per transition, in the order of
+	// the transitions, on a goroutine that called the breaker, never while
+	// the breaker's lock is held. A panic in it reaches that caller; the
+	// breaker's state is already consistent.
+	OnStateChange func(from, to BreakerState)
+}
+
+// Validate returns nil when p is a valid policy, or an error naming the
+// first invalid field and its value, with the message NewBreaker would
+// panic with.
+func (p BreakerPolicy) Validate() error {
+	switch {
+	case math.IsNaN(p.FailureRatio) || p.FailureRatio < 0 || p.FailureRatio > 1:
+		return configError("BreakerPolicy.FailureRatio must be in [0, 1], got " + strconv.FormatFloat(p.FailureRatio, 'g', -1, 64))
+	case p.MinCalls < 0:
+		return configError("BreakerPolicy.MinCalls must be >= 0, got " + strconv.Itoa(p.MinCalls))
+	case p.Window < 0:
+		return configError("BreakerPolicy.Window must be >= 0, got " + p.Window.String())
+	case p.OpenFor < 0:
+		return configError("BreakerPolicy.OpenFor must be >= 0, got " + p.OpenFor.String())
+	case p.HalfOpenCalls < 0:
+		return configError("BreakerPolicy.HalfOpenCalls must be >= 0, got " + strconv.Itoa(p.HalfOpenCalls))
+	}
+	return nil
+}
+
+// BreakerState is the state of a circuit breaker. The zero value is
+// StateClosed.
+type BreakerState int
+
+const (
+	// StateClosed: calls run; failures are counted.
+	StateClosed BreakerState = iota
+	// StateOpen: calls are rejected with ErrBreakerOpen.
+	StateOpen
+	// StateHalfOpen: a limited number of trial calls run; the rest are
+	// rejected.
+	StateHalfOpen
+)
+
+// String returns "closed", "open" or "half-open", or "BreakerState(N)" for
+// an unknown value.
+func (s BreakerState) String() string {
+	switch s {
+	case StateClosed:
+		return "closed"
+	case StateOpen:
+		return "open"
+	case StateHalfOpen:
+		return "half-open"
+	}
+	return "BreakerState(" + strconv.Itoa(int(s)) + ")"
+}
+
+const (
+	windowBuckets = 20 // the window is kept in buckets of Window/20
+	maxBatch      = 64 // most successes a per-P counter collects unfolded
+	cacheLine     = 128
+)
+
+// Breaker is a circuit breaker: it counts the outcomes of the calls it
+// guards over a sliding time window, opens (rejects calls with
+// ErrBreakerOpen) when too many fail, and after a while admits trial calls
+// to decide whether to close again. It is safe for concurrent use and may
+// guard any number of pipelines of any T. Create it with NewBreaker; the
+// zero Breaker is not usable.
+//
+// State moves only when calls (or State) look at it: there is no timer and
+// no goroutine. The closed path takes no lock and reads no clock on a
+// success: a success is added to a per-CPU counter, and the counters are
+// folded into the window by the next failure, or once a counter holds a
+// batch of successes. The batch grows (up to 64) only while folds come less
+// than a quarter bucket apart, and shrinks to 1 when traffic slows, so at
+// low rates every success is timed exactly. Folded successes are dated at
+// the previous fold (the one that completed the batch at its own time), so
+// a success may count up to about a bucket early but never late: in steady
+// traffic, outcomes leave the window at most Window/10 early.
+type Breaker struct {
+	// Read on every call, written only on transitions and batch changes.
+	word      atomic.Uint64 // generation<<2 | BreakerState
+	openUntil atomic.Int64  // clock() at which an open period ends
+	shards    []shard       // per-P success counters; len is a power of 2
+	batch     atomic.Uint32 // successes a counter collects before a fold
+	_         [cacheLine - 8 - 8 - 24 - 4]byte // keeps mu's line apart
+
+	mu sync.Mutex
+	// Guarded by mu.
+	ratio         float64
+	minCalls      uint64
+	openFor       int64
+	halfOpenCalls int
+	width         int64 // bucket width in ns
+	failureIf     func(error) bool
+	onChange      func(from, to BreakerState)
+	ring          [windowBuckets]bucket
+	cur           int64 // absolute index of the newest bucket
+	lastFold      int64 // clock() of the last fold
+	trials        int   // half-open trials admitted and not given back
+	passed        int   // half-open trials that succeeded
+	queue         []transition
+	reporting     bool
+}
+
+// shard counts successes of the closed state. Its high 32 bits hold the
+// generation the count belongs to, so a success of a call admitted before a
+// transition is dropped by a failed compare instead of counting in the new
+// window. One per P, padded so that CPUs never share a cache line.
+type shard struct {
+	w atomic.Uint64
+	_ [cacheLine - 8]byte
+}
+
+type bucket struct{ ok, fail uint64 }
+
+type transition struct{ from, to BreakerState }
+
+type outcome uint8
+
+const (
+	ignored outcome = iota
+	success
+	failure
+)
+
+//go:linkname procPin runtime.procPin
+func procPin() int
+
+//go:linkname procUnpin runtime.procUnpin
+func procUnpin()
+
+// NewBreaker returns a closed breaker configured by policy. It panics when
+// policy is invalid (see BreakerPolicy.Validate).
+func NewBreaker(policy BreakerPolicy) *Breaker {
+	mustValid(policy.Validate())
+	b := &Breaker{
+		ratio:         policy.FailureRatio,
+		minCalls:      uint64(policy.MinCalls),
+		openFor:       int64(policy.OpenFor),
+		halfOpenCalls: policy.HalfOpenCalls,
+		failureIf:     policy.FailureIf,
+		onChange:      policy.OnStateChange,
+	}
+	if b.ratio == 0 {
+		b.ratio = 0.5
+	}
+	if b.minCalls == 0 {
+		b.minCalls = 10
+	}
+	window := policy.Window
+	if window == 0 {
+		window = 10 * time.Second
+	}
+	b.width = max(int64(window)/windowBuckets, 1)
+	if b.openFor == 0 {
+		b.openFor = int64(5 * time.Second)
+	}
+	if b.halfOpenCalls == 0 {
+		b.halfOpenCalls = 1
+	}
+	if b.failureIf == nil {
+		b.failureIf = IsTransient
+	}
+	n := 1
+	for n < runtime.GOMAXPROCS(0) {
+		n *= 2
+	}
+	b.shards = make([]shard, n)
+	b.batch.Store(1)
+	now := clock()
+	b.cur = floorDiv(now, b.width)
+	b.lastFold = now
+	return b
+}
+
+// State returns the breaker's state. An open breaker whose OpenFor has
+// passed becomes half-open here, as on a call.
+func (b *Breaker) State() BreakerState {
+	w := b.word.Load()
+	if BreakerState(w&3) == StateOpen && clock() >= b.openUntil.Load() {
+		b.mu.Lock()
+		b.advance(clock())
+		w = b.word.Load()
+		b.mu.Unlock()
+		b.report()
+	}
+	return BreakerState(w & 3)
+}
+
+// classify returns the outcome err stands for: marks first, then FailureIf.
+func (b *Breaker) classify(err error) outcome {
+	switch markOf(err) {
+	case markPermanent:
+		return ignored
+	case markTransient:
+		return failure
+	}
+	if b.failureIf(err) {
+		return failure
+	}
+	return ignored
+}
+
+// succeedClosed records a success of a call admitted closed in generation
+// gen. No lock, no clock: one compare-and-swap on this P's counter.
+func (b *Breaker) succeedClosed(gen uint64) {
+	tag := gen << 32
+	sh := &b.shards[procPin()&(len(b.shards)-1)]
+	var n uint32
+	for {
+		w := sh.w.Load()
+		if w&^math.MaxUint32 != tag {
+			procUnpin()
+			return // a transition came in between: the outcome is stale
+		}
+		if sh.w.CompareAndSwap(w, w+1) {
+			n = uint32(w) + 1
+			break
+		}
+	}
+	procUnpin()
+	if n >= b.batch.Load() {
+		b.foldBatch(gen)
+	}
+}
+
+// foldBatch folds the counters once one of them filled a batch.
+func (b *Breaker) foldBatch(gen uint64) {
+	b.mu.Lock()
+	if b.word.Load()>>2 == gen {
+		b.fold(clock(), true)
+	}
+	b.mu.Unlock()
+}
+
+// fold moves the successes counted since the last fold into the window, all
+// but one (the one that completed a batch, if trigger) dated at the last
+// fold, and adapts the batch size to the time between folds. Called with mu
+// held, in the closed state.
+func (b *Breaker) fold(now int64, trigger bool) {
+	tag := b.word.Load() >> 2 << 32
+	var pending uint64
+	for i := range b.shards {
+		sh := &b.shards[i]
+		for {
+			w := sh.w.Load()
+			if uint32(w) == 0 || w&^math.MaxUint32 != tag {
+				break
+			}
+			if sh.w.CompareAndSwap(w, tag) {
+				pending += uint64(uint32(w))
+				break
+			}
+		}
+	}
+	b.roll(now)
+	if pending > 0 && trigger {
+		b.add(now, success, 1)
+		pending--
+	}
+	if pending > 0 {
+		b.add(b.lastFold, success, pending)
+	}
+	dt, k := now-b.lastFold, b.batch.Load()
+	switch {
+	case dt < b.width/4 && k < maxBatch:
+		b.batch.Store(k * 2)
+	case dt > b.width/2 && k > 1:
+		b.batch.Store(k / 2)
+	}
+	b.lastFold = now
+}
+
+// roll advances the ring to now, clearing the buckets that expired.
+func (b *Breaker) roll(now int64) {
+	idx := floorDiv(now, b.width)
+	if idx <= b.cur {
+		return
+	}
+	if idx-b.cur >= windowBuckets {
+		b.ring = [windowBuckets]bucket{}
+	} else {
+		for i := b.cur + 1; i <= idx; i++ {
+			b.ring[floorMod(i, windowBuckets)] = bucket{}
+		}
+	}
+	b.cur = idx
+}
+
+// add counts n outcomes at time t (at or before the last roll).
+func (b *Breaker) add(t int64, o outcome, n uint64) {
+	idx := floorDiv(t, b.width)
+	if idx <= b.cur-windowBuckets {
+		return // already older than the window
+	}
+	r := &b.ring[floorMod(idx, windowBuckets)]
+	if o == success {
+		r.ok += n
+	} else {
+		r.fail += n
+	}
+}
+
+// failClosed records a failure of a call admitted closed in generation gen
+// and opens the breaker when the window says so.
+func (b *Breaker) failClosed(gen uint64) (transition, bool) {
+	b.mu.Lock()
+	if b.word.Load()>>2 != gen {
+		b.mu.Unlock()
+		return transition{}, false
+	}
+	now := clock()
+	b.fold(now, false)
+	b.add(now, failure, 1)
+	var ok, fail uint64
+	for _, r := range b.ring {
+		ok += r.ok
+		fail += r.fail
+	}
+	var tr transition
+	tripped := ok+fail >= b.minCalls && float64(fail)/float64(ok+fail) >= b.ratio
+	if tripped {
+		tr = b.setState(StateOpen, now)
+	}
+	b.mu.Unlock()
+	if tripped {
+		b.report()
+	}
+	return tr, tripped
+}
+
+// setState makes a transition: a new generation, a clear window and fresh
+// trials. Called with mu held.
+func (b *Breaker) setState(to BreakerState, now int64) transition {
+	old := b.word.Load()
+	gen := old>>2 + 1
+	// The counters take the new generation before the word does, so that a
+	// call admitted in it never finds a counter of the old one.
+	for i := range b.shards {
+		b.shards[i].w.Store(gen << 32)
+	}
+	if to == StateOpen {
+		b.openUntil.Store(now + b.openFor)
+	}
+	b.word.Store(gen<<2 | uint64(to))
+	b.ring = [windowBuckets]bucket{}
+	b.cur = floorDiv(now, b.width)
+	b.lastFold = now
+	b.batch.Store(1)
+	b.trials, b.passed = 0, 0
+	tr := transition{from: BreakerState(old & 3), to: to}
+	if b.onChange != nil {
+		b.queue = append(b.queue, tr)
+	}
+	return tr
+}
+
+// advance makes the open → half-open transition once OpenFor has passed.
+// Called with mu held.
+func (b *Breaker) advance(now int64) (transition, bool) {
+	if BreakerState(b.word.Load()&3) == StateOpen && now >= b.openUntil.Load() {
+		return b.setState(StateHalfOpen, now), true
+	}
+	return transition{}, false
+}
+
+// ticket is an admission: the generation the call was admitted in, and
+// whether it is a half-open trial.
+type ticket struct {
+	gen   uint64
+	trial bool
+}
+
+// admitSlow admits or rejects a call when the breaker is not plainly
+// closed, making the open → half-open transition when it is due.
+func (b *Breaker) admitSlow() (t ticket, ok bool, tr transition, changed bool) {
+	b.mu.Lock()
+	tr, changed = b.advance(clock())
+	w := b.word.Load()
+	switch BreakerState(w & 3) {
+	case StateClosed:
+		t, ok = ticket{gen: w >> 2}, true
+	case StateHalfOpen:
+		if b.trials < b.halfOpenCalls {
+			b.trials++
+			t, ok = ticket{gen: w >> 2, trial: true}, true
+		}
+	}
+	b.mu.Unlock()
+	if changed {
+		b.report()
+	}
+	return t, ok, tr, changed
+}
+
+// settleTrial records the outcome of a half-open trial admitted in
+// generation gen: a success towards closing, a failure reopens, an ignored
+// outcome gives the trial's place back.
+func (b *Breaker) settleTrial(gen uint64, o outcome) (transition, bool) {
+	b.mu.Lock()
+	if b.word.Load()>>2 != gen {
+		b.mu.Unlock()
+		return transition{}, false
+	}
+	var (
+		tr      transition
+		changed bool
+	)
+	switch o {
+	case success:
+		b.passed++
+		if b.passed >= b.halfOpenCalls {
+			tr, changed = b.setState(StateClosed, clock()), true
+		}
+	case failure:
+		tr, changed = b.setState(StateOpen, clock()), true
+	default:
+		b.trials--
+	}
+	b.mu.Unlock()
+	if changed {
+		b.report()
+	}
+	return tr, changed
+}
+
+// report delivers queued transitions to OnStateChange, in order, outside
+// the lock. Only one goroutine delivers at a time; one that finds another
+// delivering leaves its transitions to it.
+func (b *Breaker) report() {
+	if b.onChange == nil {
+		return
+	}
+	b.mu.Lock()
+	if b.reporting {
+		b.mu.Unlock()
+		return
+	}
+	b.reporting = true
+	done := false
+	defer func() {
+		if !done { // a panic in the callback: the next caller delivers the rest
+			b.mu.Lock()
+			b.reporting = false
+			b.mu.Unlock()
+		}
+	}()
+	for len(b.queue) > 0 {
+		tr := b.queue[0]
+		b.queue = b.queue[1:]
+		if len(b.queue) == 0 {
+			b.queue = nil
+		}
+		b.mu.Unlock()
+		b.onChange(tr.from, tr.to)
+		b.mu.Lock()
+	}
+	// Cleared with the queue seen empty under the lock, so a transition
+	// queued after this is delivered by the caller that queued it.
+	b.reporting = false
+	done = true
+	b.mu.Unlock()
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b < 0 {
+		q--
+	}
+	return q
+}
+
+func floorMod(a, b int64) int64 {
+	m := a % b
+	if m < 0 {
+		m += b
+	}
+	return m
+}
+
+type breakerStage[T any] struct{ b *Breaker }
+
+// Breaker returns a pipeline in which b guards the stages added before it:
+// while b is open, calls fail at once with ErrBreakerOpen and the wrapped
+// stages do not run. The outcome of every admitted call is counted by b: a
+// success, a failure (an error marked Transient, or an unmarked error for
+// which BreakerPolicy.FailureIf holds) or ignored (a Permanent error, other
+// unmarked errors, a panic). The closed path takes no lock and allocates
+// nothing. It panics when b is nil.
+func (p Pipeline[T]) Breaker(b *Breaker) Pipeline[T] {
+	if b == nil {
+		panic("resil: Breaker b must be non-nil, got nil")
+	}
+	return p.with(breakerStage[T]{b: b})
+}
+
+func (s breakerStage[T]) run(ctx context.Context, n next[T]) (T, error) {
+	b := s.b
+	w := b.word.Load()
+	if BreakerState(w&3) != StateClosed {
+		return s.runSlow(ctx, n, w)
+	}
+	// Closed: nothing is held while the wrapped stages run, so a panic or
+	// Goexit needs no cleanup (and no defer is paid for).
+	v, err := n.run(ctx)
+	if err == nil {
+		b.succeedClosed(w >> 2)
+		return v, nil
+	}
+	if b.classify(err) == failure {
+		if tr, ok := b.failClosed(w >> 2); ok {
+			n.emitChange(ctx, tr)
+		}
+	}
+	return v, err
+}
+
+func (s breakerStage[T]) runSlow(ctx context.Context, n next[T], w uint64) (T, error) {
+	b := s.b
+	var zero T
+	if BreakerState(w&3) == StateOpen && clock() < b.openUntil.Load() {
+		n.emit(ctx, Event{Kind: EventRejected, Err: ErrBreakerOpen})
+		return zero, ErrBreakerOpen
+	}
+	t, ok, tr, changed := b.admitSlow()
+	if changed {
+		n.emitChange(ctx, tr)
+	}
+	if !ok {
+		n.emit(ctx, Event{Kind: EventRejected, Err: ErrBreakerOpen})
+		return zero, ErrBreakerOpen
+	}
+	if !t.trial {
+		v, err := n.run(ctx)
+		if err == nil {
+			b.succeedClosed(t.gen)
+			return v, nil
+		}
+		if b.classify(err) == failure {
+			if tr, ok := b.failClosed(t.gen); ok {
+				n.emitChange(ctx, tr)
+			}
+		}
+		return v, err
+	}
+	return s.runTrial(ctx, n, t.gen)
+}
+
+// runTrial runs a half-open trial. Its place is given back on every exit
+// that brings no outcome: a panic, runtime.Goexit.
+func (s breakerStage[T]) runTrial(ctx context.Context, n next[T], gen uint64) (v T, err error) {
+	settled := false
+	defer func() {
+		if !settled {
+			s.b.settleTrial(gen, ignored)
+		}
+	}()
+	v, err = n.run(ctx)
+	settled = true
+	o := success
+	if err != nil {
+		o = s.b.classify(err)
+	}
+	if tr, ok := s.b.settleTrial(gen, o); ok {
+		n.emitChange(ctx, tr)
+	}
+	return v, err
+}
+
+func (n *next[T]) emitChange(ctx context.Context, tr transition) {
+	n.emit(ctx, Event{Kind: EventStateChange, From: tr.from, To: tr.to})
+}

@@ -1,0 +1,30 @@
+package resil
+
+import "context"
+
+type fallbackStage[T any] struct {
+	fn func(ctx context.Context, err error) (T, error)
+}
+
+// Fallback returns a pipeline that, when the stages added before it return
+// an error, calls fn with that error and returns what fn returns, its value
+// included even with an error (a stale cached value, a default, a degraded
+// answer). fn is not called when the context this stage received has
+// ended: then the wrapped stages' error is returned unchanged, since nobody
+// waits for a substitute. A panic is not caught: fn is not called for it.
+// It panics when fn is nil.
+func (p Pipeline[T]) Fallback(fn func(ctx context.Context, err error) (T, error)) Pipeline[T] {
+	if fn == nil {
+		panic("resil: Fallback fn must be non-nil, got nil")
+	}
+	return p.with(fallbackStage[T]{fn: fn})
+}
+
+func (s fallbackStage[T]) run(ctx context.Context, n next[T]) (T, error) {
+	v, err := n.run(ctx)
+	if err == nil || ctx.Err() != nil {
+		return v, err
+	}
+	n.emit(ctx, Event{Kind: EventFallback, Err: err})
+	return s.fn(ctx, err)
+}

@@ -1,0 +1,215 @@
+package resil
+
+import (
+	"context"
+	"strconv"
+	"time"
+)
+
+// RetryPolicy configures a Retry stage. The zero value is valid: 3 attempts
+// with ExponentialJitter(100ms, 10s) between them, retrying what
+// IsTransient accepts, bounded only by the context.
+type RetryPolicy struct {
+	// MaxAttempts is the number of attempts in all, the first included.
+	// 0 means 3; 1 means no retry. Negative is invalid.
+	MaxAttempts int
+	// Backoff gives the delay before each retry. nil means
+	// ExponentialJitter(100ms, 10s). A server's hint (an error with a
+	// RetryAfter() time.Duration method) > 0 takes its place for that wait.
+	Backoff Backoff
+	// MaxElapsed bounds the whole retry sequence, measured from the start
+	// of the first attempt: no wait that would end after it is begun.
+	// 0 means no bound beyond the context's. Negative is invalid.
+	MaxElapsed time.Duration
+	// RetryIf decides which unmarked errors are retried (Permanent and
+	// Transient marks decide before it). nil means IsTransient.
+	RetryIf func(error) bool
+	// OnRetry, if set, is called before each wait for a retry (also a wait
+	// of 0), on the goroutine running the call, with the attempt that failed
+	// and the delay chosen. It must not block for long: the retry waits for
+	// it.
+	OnRetry func(RetryEvent)
+}
+
+// RetryEvent describes a failed attempt about to be retried.
+type RetryEvent struct {
+	Attempt int           // the attempt that just failed, from 1
+	Err     error         // its error
+	Delay   time.Duration // the wait before the next attempt
+}
+
+// Validate returns nil when p is a valid policy, or an error naming the
+// first invalid field and its value, with the message Retry would panic
+// with. Use it for configuration loaded at run time.
+func (p RetryPolicy) Validate() error {
+	if p.MaxAttempts < 0 {
+		return configError("RetryPolicy.MaxAttempts must be >= 0, got " + strconv.Itoa(p.MaxAttempts))
+	}
+	if p.MaxElapsed < 0 {
+		return configError("RetryPolicy.MaxElapsed must be >= 0, got " + p.MaxElapsed.String())
+	}
+	return nil
+}
+
+// configError is an invalid-configuration message, prefixed "resil: ".
+type configError string
+
+func (e configError) Error() string { return "resil: " + string(e) }
+
+func mustValid(err error) {
+	if err != nil {
+		panic(err.Error())
+	}
+}
+
+type retryStage[T any] struct{ p *retryPolicy }
+
+// retryPolicy is a RetryPolicy with its defaults filled in, built once by
+// Retry.
+type retryPolicy struct {
+	maxAttempts int
+	backoff     Backoff
+	maxElapsed  time.Duration
+	retryIf     func(error) bool
+	onRetry     func(RetryEvent)
+}
+
+// defaultBackoff is RetryPolicy's Backoff when none is given.
+var defaultBackoff = ExponentialJitter(100*time.Millisecond, 10*time.Second)
+
+// Retry returns a pipeline that runs the stages added before it again when
+// they fail with a retryable error, waiting policy's backoff between
+// attempts. It runs them on the caller's goroutine and allocates nothing on
+// a call that needs no wait; a positive wait uses one timer for the whole
+// call.
+//
+// An error marked Permanent is never retried and one marked Transient always
+// is (the outermost mark wins); RetryIf decides the rest. A non-retryable
+// error is returned unchanged. No wait is begun that would end after
+// MaxElapsed or the context's deadline: Retry gives up at once instead. When
+// attempts run out or Retry gives up early, the error is a *RetryError
+// wrapping the last attempt's error. When the context ends during a wait, or
+// has ended by the time an attempt fails, Run returns at once with an error
+// that matches ctx.Err() and wraps the last attempt's error; when it has
+// ended before the first attempt, Retry returns ctx.Err() without running
+// anything. A running attempt is never cut short: put a Timeout after Retry
+// for that.
+//
+// It panics when policy is invalid (see RetryPolicy.Validate).
+func (p Pipeline[T]) Retry(policy RetryPolicy) Pipeline[T] {
+	mustValid(policy.Validate())
+	rp := &retryPolicy{
+		maxAttempts: policy.MaxAttempts,
+		backoff:     policy.Backoff,
+		maxElapsed:  policy.MaxElapsed,
+		retryIf:     policy.RetryIf,
+		onRetry:     policy.OnRetry,
+	}
+	if rp.maxAttempts == 0 {
+		rp.maxAttempts = 3
+	}
+	if rp.backoff == nil {
+		rp.backoff = defaultBackoff
+	}
+	if rp.retryIf == nil {
+		rp.retryIf = IsTransient
+	}
+	return p.with(retryStage[T]{p: rp})
+}
+
+// retryable reports whether err may be retried: marks first, then RetryIf.
+func (p *retryPolicy) retryable(err error) bool {
+	switch markOf(err) {
+	case markPermanent:
+		return false
+	case markTransient:
+		return true
+	}
+	return p.retryIf(err)
+}
+
+func (s retryStage[T]) run(ctx context.Context, n next[T]) (T, error) {
+	var zero T
+	if err := ctx.Err(); err != nil {
+		return zero, err
+	}
+	p := s.p
+	var (
+		start int64 // when the first attempt started; read only if needed
+		timer *time.Timer
+	)
+	if p.maxElapsed > 0 {
+		start = clock()
+	}
+	for attempt := 1; ; attempt++ {
+		n.attempt = attempt
+		v, err := n.run(ctx)
+		if err == nil {
+			return v, nil
+		}
+		if !p.retryable(err) {
+			return v, err
+		}
+		if cerr := ctx.Err(); cerr != nil {
+			return zero, &stopError{cause: cerr, last: err}
+		}
+		if attempt >= p.maxAttempts {
+			return zero, &RetryError{Attempts: attempt, Err: err}
+		}
+		delay, ok := retryAfter(err)
+		if !ok || delay <= 0 {
+			delay = p.backoff(attempt)
+			if delay < 0 {
+				delay = 0
+			}
+		}
+		if !p.mayWait(ctx, start, delay) {
+			return zero, &RetryError{Attempts: attempt, Err: err}
+		}
+		if p.onRetry != nil {
+			p.onRetry(RetryEvent{Attempt: attempt, Err: err, Delay: delay})
+		}
+		n.emit(ctx, Event{Kind: EventRetry, Attempt: attempt, Err: err, Delay: delay})
+		if delay == 0 {
+			continue
+		}
+		if timer == nil {
+			timer = time.NewTimer(delay)
+		} else {
+			timer.Reset(delay)
+		}
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return zero, &stopError{cause: ctx.Err(), last: err}
+		case <-timer.C:
+		}
+	}
+}
+
+// mayWait reports whether a wait of delay, begun now, ends within
+// MaxElapsed (counted from start) and the context's deadline. A wait of 0
+// crosses neither while the context is live, so it reads no clock.
+func (p *retryPolicy) mayWait(ctx context.Context, start int64, delay time.Duration) bool {
+	if delay == 0 && p.maxElapsed == 0 {
+		return true
+	}
+	now := clock()
+	if p.maxElapsed > 0 {
+		elapsed := time.Duration(now - start)
+		if elapsed >= p.maxElapsed || delay > p.maxElapsed-elapsed {
+			return false
+		}
+	}
+	if delay == 0 {
+		return true
+	}
+	if deadline, ok := ctx.Deadline(); ok {
+		// time.Until saturates instead of overflowing.
+		left := time.Until(deadline)
+		if delay > left {
+			return false
+		}
+	}
+	return true
+}
