@@ -7,12 +7,18 @@ import (
 )
 
 // Observer receives the events of a pipeline. Observe is called
-// synchronously, on the goroutine that runs the stage reporting the event,
-// never while any lock of resil is held and never while a stage holds a
-// permit it could lose (a panicking observer's panic reaches the caller of
-// Run, and every stage's state stays consistent). An Observer shared by
-// several pipelines or goroutines must be safe for concurrent use; one that
-// blocks delays only the call that reports to it.
+// synchronously, on the goroutine that runs the stage reporting the event
+// (for the core stages, the caller of Run), before that stage goes on: the
+// events of one call arrive in the order they happened. It is never called
+// while a lock of resil is held, nor where a panic could lose what a stage
+// holds: a panicking observer's panic reaches the caller of Run with every
+// stage's state consistent (a breaker's trial place is given back, a
+// timeout's timer stopped). An observer that blocks delays only the call
+// that reports to it, and holds up no other call. Events of concurrent calls
+// interleave and carry no call identity, so an Observer shared by several
+// pipelines or goroutines must be safe for concurrent use and should treat
+// each event on its own. Events are passed by value; an Observer may keep
+// them.
 type Observer interface {
 	Observe(ctx context.Context, e Event)
 }
@@ -21,17 +27,24 @@ type Observer interface {
 type EventKind int
 
 const (
-	// EventAttempt: an attempt is about to call fn. Attempt is its number.
+	// EventAttempt: an attempt is about to call fn (every stage has let it
+	// through). Attempt is its number as the nearest Retry around it counts
+	// them; 1 when there is none.
 	EventAttempt EventKind = iota
 	// EventRetry: an attempt failed with Err and will be retried after
 	// Delay. Attempt is the number of the attempt that failed.
 	EventRetry
-	// EventSuccess: the call (one Run) returned without error.
+	// EventSuccess: the call (one Run) returned without error. It is the
+	// call's last event.
 	EventSuccess
-	// EventFailure: the call (one Run) returned Err.
+	// EventFailure: the call (one Run) returned Err. It is the call's last
+	// event. A call ended by a panic reports neither EventSuccess nor
+	// EventFailure.
 	EventFailure
 	// EventTimeout: a Timeout stage's own deadline ended the stages it
-	// wraps; Err is the error it returned.
+	// wraps; Err is the error it returned (it matches ErrTimeout). Attempt
+	// is the attempt it cut short when a Retry is around the Timeout, and 0
+	// when none is (the Timeout bounds the whole call).
 	EventTimeout
 	// EventRejected: a stage refused the call without running what it
 	// wraps; Err says which (ErrBreakerOpen, ErrBulkheadFull, ...).
@@ -39,8 +52,10 @@ const (
 	// EventFallback: a Fallback stage served the call; Err is the error it
 	// replaced.
 	EventFallback
-	// EventStateChange: a circuit breaker moved From a state To another
-	// during this call.
+	// EventStateChange: a circuit breaker moved From a state To another,
+	// and this call made the move. It is reported to the pipeline of that
+	// call only: a move made by another pipeline sharing the breaker, or by
+	// Breaker.State, is not (BreakerPolicy.OnStateChange sees every move).
 	EventStateChange
 )
 
@@ -89,9 +104,10 @@ func (p Pipeline[T]) Named(name string) Pipeline[T] {
 }
 
 // Observe returns a copy of p whose stages, those added before and those
-// added after, report their events to o. A nil o removes the observer. A
-// pipeline without an observer pays nothing for events: no clock read and
-// no allocation.
+// added after, report their events to o, in place of any observer p had. A
+// nil o removes the observer. A pipeline without an observer pays nothing
+// for events: no clock read and no allocation. With one, each event costs
+// a clock read and the call to o, and allocates nothing of its own.
 func (p Pipeline[T]) Observe(o Observer) Pipeline[T] {
 	m := meta{obs: o}
 	if p.meta != nil {

@@ -561,7 +561,7 @@ func (s breakerStage[T]) runSlow(ctx context.Context, n next[T], w uint64) (T, e
 		return zero, ErrBreakerOpen
 	}
 	t, ok, tr, changed := b.admitSlow()
-	if changed {
+	if changed && !t.trial { // a trial reports it where its place is safe
 		n.emitChange(ctx, tr)
 	}
 	if !ok {
@@ -581,18 +581,23 @@ func (s breakerStage[T]) runSlow(ctx context.Context, n next[T], w uint64) (T, e
 		}
 		return v, err
 	}
-	return s.runTrial(ctx, n, t.gen)
+	return s.runTrial(ctx, n, t.gen, tr, changed)
 }
 
-// runTrial runs a half-open trial. Its place is given back on every exit
-// that brings no outcome: a panic, runtime.Goexit.
-func (s breakerStage[T]) runTrial(ctx context.Context, n next[T], gen uint64) (v T, err error) {
+// runTrial runs a half-open trial, first reporting the transition its
+// admission made (open → half-open), if changed. Its place is given back on
+// every exit that brings no outcome: a panic (in fn or in an observer),
+// runtime.Goexit.
+func (s breakerStage[T]) runTrial(ctx context.Context, n next[T], gen uint64, tr transition, changed bool) (v T, err error) {
 	settled := false
 	defer func() {
 		if !settled {
 			s.b.settleTrial(gen, ignored)
 		}
 	}()
+	if changed {
+		n.emitChange(ctx, tr)
+	}
 	v, err = n.run(ctx)
 	settled = true
 	o := success

@@ -44,7 +44,7 @@ func (s timeoutStage[T]) run(ctx context.Context, n next[T]) (T, error) {
 		return v, err
 	}
 	err = &timeoutError{d: s.d, err: err}
-	n.emit(ctx, Event{Kind: EventTimeout, Attempt: n.attemptNo(), Err: err})
+	n.emit(ctx, Event{Kind: EventTimeout, Attempt: n.attempt, Err: err})
 	var zero T
 	return zero, err
 }
