@@ -3,6 +3,8 @@ package resil_test
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -58,6 +60,24 @@ func BenchmarkUnobserved(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				_, _ = c.p.Run(ctx, c.fn)
+			}
+		})
+	}
+}
+
+func BenchmarkSlogObserver(b *testing.B) {
+	ctx := context.Background()
+	ok := func(context.Context) (int, error) { return 1, nil }
+	for _, c := range []struct {
+		name  string
+		level slog.Level
+	}{{"disabled", slog.LevelInfo}, {"enabled", slog.LevelDebug}} {
+		l := slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: c.level}))
+		p := resil.New[int]().Named("p").Observe(resil.SlogObserver(l))
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_, _ = p.Run(ctx, ok)
 			}
 		})
 	}
