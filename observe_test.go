@@ -66,7 +66,7 @@ var (
 // hintError asks for a retry after a given wait.
 type hintError struct{ d time.Duration }
 
-func (e hintError) Error() string              { return "slow down" }
+func (e hintError) Error() string             { return "slow down" }
 func (e hintError) RetryAfter() time.Duration { return e.d }
 
 // step is what one attempt of a scripted fn does: wait, or block until its
@@ -146,8 +146,10 @@ func TestObserveEventSequences(t *testing.T) {
 			want:    []resil.Event{ev(attempt, 1, nil, 0, 0), ev(failure, 0, errFlaky, 0, 5*ms)},
 		},
 		{
-			name:  "retry until success",
-			build: func(o resil.Observer) resil.Pipeline[int] { return resil.New[int]().Retry(retry3).Named("p").Observe(o) },
+			name: "retry until success",
+			build: func(o resil.Observer) resil.Pipeline[int] {
+				return resil.New[int]().Retry(retry3).Named("p").Observe(o)
+			},
 			steps: []step{{err: errFlaky}, {sleep: 5 * ms, err: errFlaky}},
 			wantV: 42,
 			want: []resil.Event{
@@ -174,15 +176,19 @@ func TestObserveEventSequences(t *testing.T) {
 			},
 		},
 		{
-			name:    "retry permanent error",
-			build:   func(o resil.Observer) resil.Pipeline[int] { return resil.New[int]().Retry(retry3).Named("p").Observe(o) },
+			name: "retry permanent error",
+			build: func(o resil.Observer) resil.Pipeline[int] {
+				return resil.New[int]().Retry(retry3).Named("p").Observe(o)
+			},
 			steps:   []step{{err: resil.Permanent(errFlaky)}},
 			wantErr: errFlaky,
 			want:    []resil.Event{ev(attempt, 1, nil, 0, 0), ev(failure, 0, errFlaky, 0, 0)},
 		},
 		{
-			name:  "retry delay from a server hint",
-			build: func(o resil.Observer) resil.Pipeline[int] { return resil.New[int]().Retry(retry3).Named("p").Observe(o) },
+			name: "retry delay from a server hint",
+			build: func(o resil.Observer) resil.Pipeline[int] {
+				return resil.New[int]().Retry(retry3).Named("p").Observe(o)
+			},
 			steps: []step{{err: hintError{d: 30 * ms}}},
 			wantV: 42,
 			want: []resil.Event{
@@ -193,8 +199,10 @@ func TestObserveEventSequences(t *testing.T) {
 			},
 		},
 		{
-			name:    "timeout",
-			build:   func(o resil.Observer) resil.Pipeline[int] { return resil.New[int]().Timeout(50 * ms).Named("p").Observe(o) },
+			name: "timeout",
+			build: func(o resil.Observer) resil.Pipeline[int] {
+				return resil.New[int]().Timeout(50 * ms).Named("p").Observe(o)
+			},
 			steps:   []step{{block: true}},
 			wantErr: resil.ErrTimeout,
 			want: []resil.Event{
@@ -234,8 +242,10 @@ func TestObserveEventSequences(t *testing.T) {
 			},
 		},
 		{
-			name:  "fallback serves a value",
-			build: func(o resil.Observer) resil.Pipeline[int] { return resil.New[int]().Fallback(fbValue).Named("p").Observe(o) },
+			name: "fallback serves a value",
+			build: func(o resil.Observer) resil.Pipeline[int] {
+				return resil.New[int]().Fallback(fbValue).Named("p").Observe(o)
+			},
 			steps: []step{{sleep: 5 * ms, err: errFlaky}},
 			wantV: 7,
 			want: []resil.Event{
@@ -245,8 +255,10 @@ func TestObserveEventSequences(t *testing.T) {
 			},
 		},
 		{
-			name:    "fallback fails",
-			build:   func(o resil.Observer) resil.Pipeline[int] { return resil.New[int]().Fallback(fbError).Named("p").Observe(o) },
+			name: "fallback fails",
+			build: func(o resil.Observer) resil.Pipeline[int] {
+				return resil.New[int]().Fallback(fbError).Named("p").Observe(o)
+			},
 			steps:   []step{{err: errFlaky}},
 			wantErr: errFallback,
 			want: []resil.Event{
