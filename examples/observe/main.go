@@ -56,7 +56,7 @@ func main() {
 		OpenFor:      150 * time.Millisecond,
 	})
 	prices := resil.New[float64]().
-		Timeout(40*time.Millisecond). // per attempt
+		Timeout(40 * time.Millisecond). // per attempt
 		Retry(resil.RetryPolicy{MaxAttempts: 3, Backoff: resil.Constant(5 * time.Millisecond)}).
 		Breaker(breaker).
 		Fallback(func(ctx context.Context, err error) (float64, error) {
