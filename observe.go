@@ -9,12 +9,14 @@ import (
 // Observer receives the events of a pipeline. Observe is called
 // synchronously, on the goroutine that runs the stage reporting the event
 // (for the core stages, the caller of Run), before that stage goes on: the
-// events of one call arrive in the order they happened. It is never called
-// while a lock of resil is held, nor where a panic could lose what a stage
-// holds: a panicking observer's panic reaches the caller of Run with every
-// stage's state consistent (a breaker's trial place is given back, a
-// timeout's timer stopped). An observer that blocks delays only the call
-// that reports to it, and holds up no other call. Events of concurrent calls
+// events of a call whose stages run on one goroutine arrive in the order
+// they happened. It is never called while a lock of resil is held, nor
+// where a panic could lose what a stage holds: a panicking observer's panic
+// reaches the caller of Run with every stage's state consistent (a
+// breaker's trial place is given back, a timeout's timer stopped). An
+// observer that blocks delays the call that reports to it, which keeps what
+// it holds meanwhile (a half-open breaker's trial place), and holds up no
+// other call. Events of concurrent calls
 // interleave and carry no call identity, so an Observer shared by several
 // pipelines or goroutines must be safe for concurrent use and should treat
 // each event on its own. Events are passed by value; an Observer may keep
