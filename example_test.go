@@ -19,7 +19,7 @@ func ExampleNew() {
 	cache := map[int]*User{42: {Name: "cached Ada"}}
 
 	users := resil.New[*User]().
-		Timeout(2*time.Second).
+		Timeout(2 * time.Second).
 		Retry(resil.RetryPolicy{MaxAttempts: 3, Backoff: resil.Constant(0)}).
 		Breaker(usersBreaker).
 		Fallback(func(ctx context.Context, err error) (*User, error) {
