@@ -18,7 +18,7 @@ import (
 
 // records parses the JSON handler's output, one record a line, dropping the
 // time.
-func records(t *testing.T, buf *bytes.Buffer) []map[string]any {
+func jsonRecords(t *testing.T, buf *bytes.Buffer) []map[string]any {
 	t.Helper()
 	var out []map[string]any
 	sc := bufio.NewScanner(buf)
@@ -38,19 +38,19 @@ func TestSlogObserverRecords(t *testing.T) {
 		l := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		b := resil.NewBreaker(resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Second})
 		fb := func(context.Context, error) (int, error) { return 7, nil }
-		p := resil.New[int]().Retry(resil.RetryPolicy{MaxAttempts: 2, Backoff: resil.Constant(10 * ms)}).
+		p := resil.New[int]().Retry(resil.RetryPolicy{MaxAttempts: 2, Backoff: resil.Constant(10 * msec)}).
 			Breaker(b).Named("users").Observe(resil.SlogObserver(l))
 		ctx := context.Background()
 
 		// Attempt 1 fails, retried; attempt 2 fails: the breaker trips.
-		_, err := p.Run(ctx, script(step{err: errFlaky}, step{err: errFlaky}))
+		_, err := p.Run(ctx, obsScript(obsStep{err: errFlaky}, obsStep{err: errFlaky}))
 		require.Error(t, err)
 		// Rejected, then served by a fallback.
-		_, err = p.Fallback(fb).Run(ctx, script())
+		_, err = p.Fallback(fb).Run(ctx, obsScript())
 		require.NoError(t, err)
 		// Half-open trial succeeds.
 		time.Sleep(time.Second)
-		_, err = p.Run(ctx, script())
+		_, err = p.Run(ctx, obsScript())
 		require.NoError(t, err)
 
 		const d = float64(time.Millisecond) // JSON durations are nanoseconds
@@ -77,7 +77,7 @@ func TestSlogObserverRecords(t *testing.T) {
 			rec("INFO", "state-change", "from", "half-open", "to", "closed"),
 			rec("DEBUG", "success"),
 		}
-		assert.Equal(t, want, records(t, &buf))
+		assert.Equal(t, want, jsonRecords(t, &buf))
 	})
 }
 
@@ -102,7 +102,7 @@ func TestSlogObserverLevels(t *testing.T) {
 			var buf bytes.Buffer
 			l := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			resil.SlogObserver(l).Observe(context.Background(), c.e)
-			recs := records(t, &buf)
+			recs := jsonRecords(t, &buf)
 			require.Len(t, recs, 1)
 			assert.Equal(t, c.level, recs[0]["level"])
 			assert.Equal(t, c.e.Kind.String(), recs[0]["event"])
@@ -115,9 +115,9 @@ func TestSlogObserverRespectsLevel(t *testing.T) {
 	var buf bytes.Buffer
 	l := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	p := resil.New[int]().Retry(resil.RetryPolicy{MaxAttempts: 2, Backoff: resil.Constant(0)}).Named("p").Observe(resil.SlogObserver(l))
-	_, err := p.Run(context.Background(), script(step{err: errFlaky}))
+	_, err := p.Run(context.Background(), obsScript(obsStep{err: errFlaky}))
 	require.NoError(t, err)
-	recs := records(t, &buf)
+	recs := jsonRecords(t, &buf)
 	require.Len(t, recs, 1, "attempts and the success are Debug")
 	assert.Equal(t, "retry", recs[0]["event"])
 
@@ -137,7 +137,7 @@ func TestSlogObserverWrappedError(t *testing.T) {
 	l := slog.New(slog.NewJSONHandler(&buf, nil))
 	err := errors.Join(errFlaky, resil.ErrTimeout)
 	resil.SlogObserver(l).Observe(context.Background(), resil.Event{Pipeline: "x", Kind: resil.EventFailure, Err: err})
-	recs := records(t, &buf)
+	recs := jsonRecords(t, &buf)
 	require.Len(t, recs, 1)
 	assert.Equal(t, err.Error(), recs[0]["error"])
 	assert.NotContains(t, recs[0], "attempt", "attempt 0 is left out")

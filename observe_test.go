@@ -13,20 +13,20 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// recorder is an Observer that keeps every event it receives.
-type recorder struct {
+// obsRecorder is an Observer that keeps every event it receives.
+type obsRecorder struct {
 	mu     sync.Mutex
 	events []resil.Event
 }
 
-func (r *recorder) Observe(_ context.Context, e resil.Event) {
+func (r *obsRecorder) Observe(_ context.Context, e resil.Event) {
 	r.mu.Lock()
 	r.events = append(r.events, e)
 	r.mu.Unlock()
 }
 
 // take returns the events received so far and forgets them.
-func (r *recorder) take() []resil.Event {
+func (r *obsRecorder) take() []resil.Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e := r.events
@@ -58,20 +58,11 @@ func requireEvents(t *testing.T, want, got []resil.Event) {
 	}
 }
 
-var (
-	errFlaky    = errors.New("flaky")
-	errFallback = errors.New("fallback failed")
-)
+var errFallback = errors.New("fallback failed")
 
-// hintError asks for a retry after a given wait.
-type hintError struct{ d time.Duration }
-
-func (e hintError) Error() string             { return "slow down" }
-func (e hintError) RetryAfter() time.Duration { return e.d }
-
-// step is what one attempt of a scripted fn does: wait, or block until its
-// context ends, then fail with err or succeed.
-type step struct {
+// obsStep is what one attempt of a scripted fn does: wait, or block until
+// its context ends, then fail with err or succeed.
+type obsStep struct {
 	sleep time.Duration
 	block bool
 	err   error
@@ -79,7 +70,7 @@ type step struct {
 
 // script returns an fn that plays steps, one per attempt, and succeeds with
 // 42 once they run out.
-func script(steps ...step) func(context.Context) (int, error) {
+func obsScript(steps ...obsStep) func(context.Context) (int, error) {
 	i := 0
 	return func(ctx context.Context) (int, error) {
 		if i >= len(steps) {
@@ -99,35 +90,35 @@ func script(steps ...step) func(context.Context) (int, error) {
 	}
 }
 
-const ms = time.Millisecond
+const msec = time.Millisecond
 
 // ev builds an expected event of pipeline "p".
 func ev(kind resil.EventKind, attempt int, err error, delay, elapsed time.Duration) resil.Event {
 	return resil.Event{Pipeline: "p", Kind: kind, Attempt: attempt, Err: err, Delay: delay, Elapsed: elapsed}
 }
 
-func change(from, to resil.BreakerState) resil.Event {
+func evChange(from, to resil.BreakerState) resil.Event {
 	return resil.Event{Pipeline: "p", Kind: resil.EventStateChange, From: from, To: to}
 }
 
 const (
-	attempt  = resil.EventAttempt
-	retry    = resil.EventRetry
-	success  = resil.EventSuccess
-	failure  = resil.EventFailure
-	timeout  = resil.EventTimeout
-	rejected = resil.EventRejected
-	fallback = resil.EventFallback
+	evAttempt  = resil.EventAttempt
+	evRetry    = resil.EventRetry
+	evSuccess  = resil.EventSuccess
+	evFailure  = resil.EventFailure
+	evTimeout  = resil.EventTimeout
+	evRejected = resil.EventRejected
+	evFallback = resil.EventFallback
 )
 
 func TestObserveEventSequences(t *testing.T) {
-	retry3 := resil.RetryPolicy{MaxAttempts: 3, Backoff: resil.Constant(10 * ms)}
+	retry3 := resil.RetryPolicy{MaxAttempts: 3, Backoff: resil.Constant(10 * msec)}
 	fbValue := func(context.Context, error) (int, error) { return 7, nil }
 	fbError := func(context.Context, error) (int, error) { return 0, errFallback }
 	cases := []struct {
 		name    string
 		build   func(o resil.Observer) resil.Pipeline[int]
-		steps   []step
+		steps   []obsStep
 		wantV   int
 		wantErr error
 		want    []resil.Event
@@ -136,43 +127,43 @@ func TestObserveEventSequences(t *testing.T) {
 			name:  "empty success",
 			build: func(o resil.Observer) resil.Pipeline[int] { return resil.New[int]().Named("p").Observe(o) },
 			wantV: 42,
-			want:  []resil.Event{ev(attempt, 1, nil, 0, 0), ev(success, 0, nil, 0, 0)},
+			want:  []resil.Event{ev(evAttempt, 1, nil, 0, 0), ev(evSuccess, 0, nil, 0, 0)},
 		},
 		{
 			name:    "empty failure",
 			build:   func(o resil.Observer) resil.Pipeline[int] { return resil.New[int]().Named("p").Observe(o) },
-			steps:   []step{{sleep: 5 * ms, err: errFlaky}},
+			steps:   []obsStep{{sleep: 5 * msec, err: errFlaky}},
 			wantErr: errFlaky,
-			want:    []resil.Event{ev(attempt, 1, nil, 0, 0), ev(failure, 0, errFlaky, 0, 5*ms)},
+			want:    []resil.Event{ev(evAttempt, 1, nil, 0, 0), ev(evFailure, 0, errFlaky, 0, 5*msec)},
 		},
 		{
 			name: "retry until success",
 			build: func(o resil.Observer) resil.Pipeline[int] {
 				return resil.New[int]().Retry(retry3).Named("p").Observe(o)
 			},
-			steps: []step{{err: errFlaky}, {sleep: 5 * ms, err: errFlaky}},
+			steps: []obsStep{{err: errFlaky}, {sleep: 5 * msec, err: errFlaky}},
 			wantV: 42,
 			want: []resil.Event{
-				ev(attempt, 1, nil, 0, 0),
-				ev(retry, 1, errFlaky, 10*ms, 0),
-				ev(attempt, 2, nil, 0, 10*ms),
-				ev(retry, 2, errFlaky, 10*ms, 15*ms),
-				ev(attempt, 3, nil, 0, 25*ms),
-				ev(success, 0, nil, 0, 25*ms),
+				ev(evAttempt, 1, nil, 0, 0),
+				ev(evRetry, 1, errFlaky, 10*msec, 0),
+				ev(evAttempt, 2, nil, 0, 10*msec),
+				ev(evRetry, 2, errFlaky, 10*msec, 15*msec),
+				ev(evAttempt, 3, nil, 0, 25*msec),
+				ev(evSuccess, 0, nil, 0, 25*msec),
 			},
 		},
 		{
 			name: "retry attempts run out",
 			build: func(o resil.Observer) resil.Pipeline[int] {
-				return resil.New[int]().Retry(resil.RetryPolicy{MaxAttempts: 2, Backoff: resil.Constant(10 * ms)}).Named("p").Observe(o)
+				return resil.New[int]().Retry(resil.RetryPolicy{MaxAttempts: 2, Backoff: resil.Constant(10 * msec)}).Named("p").Observe(o)
 			},
-			steps:   []step{{err: errFlaky}, {err: errFlaky}},
+			steps:   []obsStep{{err: errFlaky}, {err: errFlaky}},
 			wantErr: errFlaky,
 			want: []resil.Event{
-				ev(attempt, 1, nil, 0, 0),
-				ev(retry, 1, errFlaky, 10*ms, 0),
-				ev(attempt, 2, nil, 0, 10*ms),
-				ev(failure, 0, errFlaky, 0, 10*ms),
+				ev(evAttempt, 1, nil, 0, 0),
+				ev(evRetry, 1, errFlaky, 10*msec, 0),
+				ev(evAttempt, 2, nil, 0, 10*msec),
+				ev(evFailure, 0, errFlaky, 0, 10*msec),
 			},
 		},
 		{
@@ -180,65 +171,65 @@ func TestObserveEventSequences(t *testing.T) {
 			build: func(o resil.Observer) resil.Pipeline[int] {
 				return resil.New[int]().Retry(retry3).Named("p").Observe(o)
 			},
-			steps:   []step{{err: resil.Permanent(errFlaky)}},
+			steps:   []obsStep{{err: resil.Permanent(errFlaky)}},
 			wantErr: errFlaky,
-			want:    []resil.Event{ev(attempt, 1, nil, 0, 0), ev(failure, 0, errFlaky, 0, 0)},
+			want:    []resil.Event{ev(evAttempt, 1, nil, 0, 0), ev(evFailure, 0, errFlaky, 0, 0)},
 		},
 		{
 			name: "retry delay from a server hint",
 			build: func(o resil.Observer) resil.Pipeline[int] {
 				return resil.New[int]().Retry(retry3).Named("p").Observe(o)
 			},
-			steps: []step{{err: hintError{d: 30 * ms}}},
+			steps: []obsStep{{err: hintError{d: 30 * msec}}},
 			wantV: 42,
 			want: []resil.Event{
-				ev(attempt, 1, nil, 0, 0),
-				ev(retry, 1, hintError{d: 30 * ms}, 30*ms, 0),
-				ev(attempt, 2, nil, 0, 30*ms),
-				ev(success, 0, nil, 0, 30*ms),
+				ev(evAttempt, 1, nil, 0, 0),
+				ev(evRetry, 1, hintError{d: 30 * msec}, 30*msec, 0),
+				ev(evAttempt, 2, nil, 0, 30*msec),
+				ev(evSuccess, 0, nil, 0, 30*msec),
 			},
 		},
 		{
 			name: "timeout",
 			build: func(o resil.Observer) resil.Pipeline[int] {
-				return resil.New[int]().Timeout(50 * ms).Named("p").Observe(o)
+				return resil.New[int]().Timeout(50 * msec).Named("p").Observe(o)
 			},
-			steps:   []step{{block: true}},
+			steps:   []obsStep{{block: true}},
 			wantErr: resil.ErrTimeout,
 			want: []resil.Event{
-				ev(attempt, 1, nil, 0, 0),
-				ev(timeout, 0, resil.ErrTimeout, 0, 50*ms),
-				ev(failure, 0, resil.ErrTimeout, 0, 50*ms),
+				ev(evAttempt, 1, nil, 0, 0),
+				ev(evTimeout, 0, resil.ErrTimeout, 0, 50*msec),
+				ev(evFailure, 0, resil.ErrTimeout, 0, 50*msec),
 			},
 		},
 		{
 			name: "timeout per attempt, retried",
 			build: func(o resil.Observer) resil.Pipeline[int] {
-				return resil.New[int]().Timeout(50 * ms).Retry(retry3).Named("p").Observe(o)
+				return resil.New[int]().Timeout(50 * msec).Retry(retry3).Named("p").Observe(o)
 			},
-			steps: []step{{block: true}},
+			steps: []obsStep{{block: true}},
 			wantV: 42,
 			want: []resil.Event{
-				ev(attempt, 1, nil, 0, 0),
-				ev(timeout, 1, resil.ErrTimeout, 0, 50*ms),
-				ev(retry, 1, resil.ErrTimeout, 10*ms, 50*ms),
-				ev(attempt, 2, nil, 0, 60*ms),
-				ev(success, 0, nil, 0, 60*ms),
+				ev(evAttempt, 1, nil, 0, 0),
+				ev(evTimeout, 1, resil.ErrTimeout, 0, 50*msec),
+				ev(evRetry, 1, resil.ErrTimeout, 10*msec, 50*msec),
+				ev(evAttempt, 2, nil, 0, 60*msec),
+				ev(evSuccess, 0, nil, 0, 60*msec),
 			},
 		},
 		{
 			name: "timeout around the retries",
 			build: func(o resil.Observer) resil.Pipeline[int] {
-				return resil.New[int]().Retry(retry3).Timeout(100 * ms).Named("p").Observe(o)
+				return resil.New[int]().Retry(retry3).Timeout(100 * msec).Named("p").Observe(o)
 			},
-			steps:   []step{{sleep: 40 * ms, err: errFlaky}, {block: true}},
+			steps:   []obsStep{{sleep: 40 * msec, err: errFlaky}, {block: true}},
 			wantErr: resil.ErrTimeout,
 			want: []resil.Event{
-				ev(attempt, 1, nil, 0, 0),
-				ev(retry, 1, errFlaky, 10*ms, 40*ms),
-				ev(attempt, 2, nil, 0, 50*ms),
-				ev(timeout, 0, resil.ErrTimeout, 0, 100*ms),
-				ev(failure, 0, resil.ErrTimeout, 0, 100*ms),
+				ev(evAttempt, 1, nil, 0, 0),
+				ev(evRetry, 1, errFlaky, 10*msec, 40*msec),
+				ev(evAttempt, 2, nil, 0, 50*msec),
+				ev(evTimeout, 0, resil.ErrTimeout, 0, 100*msec),
+				ev(evFailure, 0, resil.ErrTimeout, 0, 100*msec),
 			},
 		},
 		{
@@ -246,12 +237,12 @@ func TestObserveEventSequences(t *testing.T) {
 			build: func(o resil.Observer) resil.Pipeline[int] {
 				return resil.New[int]().Fallback(fbValue).Named("p").Observe(o)
 			},
-			steps: []step{{sleep: 5 * ms, err: errFlaky}},
+			steps: []obsStep{{sleep: 5 * msec, err: errFlaky}},
 			wantV: 7,
 			want: []resil.Event{
-				ev(attempt, 1, nil, 0, 0),
-				ev(fallback, 0, errFlaky, 0, 5*ms),
-				ev(success, 0, nil, 0, 5*ms),
+				ev(evAttempt, 1, nil, 0, 0),
+				ev(evFallback, 0, errFlaky, 0, 5*msec),
+				ev(evSuccess, 0, nil, 0, 5*msec),
 			},
 		},
 		{
@@ -259,55 +250,55 @@ func TestObserveEventSequences(t *testing.T) {
 			build: func(o resil.Observer) resil.Pipeline[int] {
 				return resil.New[int]().Fallback(fbError).Named("p").Observe(o)
 			},
-			steps:   []step{{err: errFlaky}},
+			steps:   []obsStep{{err: errFlaky}},
 			wantErr: errFallback,
 			want: []resil.Event{
-				ev(attempt, 1, nil, 0, 0),
-				ev(fallback, 0, errFlaky, 0, 0),
-				ev(failure, 0, errFallback, 0, 0),
+				ev(evAttempt, 1, nil, 0, 0),
+				ev(evFallback, 0, errFlaky, 0, 0),
+				ev(evFailure, 0, errFallback, 0, 0),
 			},
 		},
 		{
 			name: "all core stages",
 			build: func(o resil.Observer) resil.Pipeline[int] {
-				return resil.New[int]().Timeout(50 * ms).Retry(retry3).
+				return resil.New[int]().Timeout(50 * msec).Retry(retry3).
 					Breaker(resil.NewBreaker(resil.BreakerPolicy{})).Fallback(fbValue).Named("p").Observe(o)
 			},
-			steps: []step{{block: true}, {err: errFlaky}, {err: errFlaky}},
+			steps: []obsStep{{block: true}, {err: errFlaky}, {err: errFlaky}},
 			wantV: 7,
 			want: []resil.Event{
-				ev(attempt, 1, nil, 0, 0),
-				ev(timeout, 1, resil.ErrTimeout, 0, 50*ms),
-				ev(retry, 1, resil.ErrTimeout, 10*ms, 50*ms),
-				ev(attempt, 2, nil, 0, 60*ms),
-				ev(retry, 2, errFlaky, 10*ms, 60*ms),
-				ev(attempt, 3, nil, 0, 70*ms),
-				ev(fallback, 0, errFlaky, 0, 70*ms),
-				ev(success, 0, nil, 0, 70*ms),
+				ev(evAttempt, 1, nil, 0, 0),
+				ev(evTimeout, 1, resil.ErrTimeout, 0, 50*msec),
+				ev(evRetry, 1, resil.ErrTimeout, 10*msec, 50*msec),
+				ev(evAttempt, 2, nil, 0, 60*msec),
+				ev(evRetry, 2, errFlaky, 10*msec, 60*msec),
+				ev(evAttempt, 3, nil, 0, 70*msec),
+				ev(evFallback, 0, errFlaky, 0, 70*msec),
+				ev(evSuccess, 0, nil, 0, 70*msec),
 			},
 		},
 		{
 			name: "stages added after Observe and Named report too",
 			build: func(o resil.Observer) resil.Pipeline[int] {
-				return resil.New[int]().Timeout(50 * ms).Observe(o).Retry(retry3).Named("p").Fallback(fbValue)
+				return resil.New[int]().Timeout(50 * msec).Observe(o).Retry(retry3).Named("p").Fallback(fbValue)
 			},
-			steps: []step{{block: true}, {err: resil.Permanent(errFlaky)}},
+			steps: []obsStep{{block: true}, {err: resil.Permanent(errFlaky)}},
 			wantV: 7,
 			want: []resil.Event{
-				ev(attempt, 1, nil, 0, 0),
-				ev(timeout, 1, resil.ErrTimeout, 0, 50*ms),
-				ev(retry, 1, resil.ErrTimeout, 10*ms, 50*ms),
-				ev(attempt, 2, nil, 0, 60*ms),
-				ev(fallback, 0, errFlaky, 0, 60*ms),
-				ev(success, 0, nil, 0, 60*ms),
+				ev(evAttempt, 1, nil, 0, 0),
+				ev(evTimeout, 1, resil.ErrTimeout, 0, 50*msec),
+				ev(evRetry, 1, resil.ErrTimeout, 10*msec, 50*msec),
+				ev(evAttempt, 2, nil, 0, 60*msec),
+				ev(evFallback, 0, errFlaky, 0, 60*msec),
+				ev(evSuccess, 0, nil, 0, 60*msec),
 			},
 		},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				var r recorder
-				v, err := c.build(&r).Run(context.Background(), script(c.steps...))
+				var r obsRecorder
+				v, err := c.build(&r).Run(context.Background(), obsScript(c.steps...))
 				if c.wantErr != nil {
 					require.ErrorIs(t, err, c.wantErr)
 				} else {
@@ -322,9 +313,9 @@ func TestObserveEventSequences(t *testing.T) {
 
 func TestObserveRetryGivesUpWithRetryError(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var r recorder
+		var r obsRecorder
 		p := resil.New[int]().Retry(resil.RetryPolicy{MaxAttempts: 2, Backoff: resil.Constant(0)}).Observe(&r)
-		_, err := p.Run(context.Background(), script(step{err: errFlaky}, step{err: errFlaky}))
+		_, err := p.Run(context.Background(), obsScript(obsStep{err: errFlaky}, obsStep{err: errFlaky}))
 		require.Error(t, err)
 		events := r.take()
 		require.Len(t, events, 4)
@@ -340,90 +331,90 @@ func TestObserveRetryGivesUpWithRetryError(t *testing.T) {
 
 func TestObserveBreakerSequence(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var r recorder
+		var r obsRecorder
 		b := resil.NewBreaker(resil.BreakerPolicy{MinCalls: 2, FailureRatio: 0.5, OpenFor: time.Second})
 		p := resil.New[int]().Breaker(b).Named("p").Observe(&r)
-		fail := script(step{err: errFlaky})
-		ok := script()
+		fail := obsScript(obsStep{err: errFlaky})
+		ok := obsScript()
 		ctx := context.Background()
 
 		_, err := p.Run(ctx, fail)
 		require.ErrorIs(t, err, errFlaky)
-		requireEvents(t, []resil.Event{ev(attempt, 1, nil, 0, 0), ev(failure, 0, errFlaky, 0, 0)}, r.take())
+		requireEvents(t, []resil.Event{ev(evAttempt, 1, nil, 0, 0), ev(evFailure, 0, errFlaky, 0, 0)}, r.take())
 
-		_, err = p.Run(ctx, script(step{err: errFlaky}))
+		_, err = p.Run(ctx, obsScript(obsStep{err: errFlaky}))
 		require.ErrorIs(t, err, errFlaky)
 		requireEvents(t, []resil.Event{
-			ev(attempt, 1, nil, 0, 0),
-			change(resil.StateClosed, resil.StateOpen),
-			ev(failure, 0, errFlaky, 0, 0),
+			ev(evAttempt, 1, nil, 0, 0),
+			evChange(resil.StateClosed, resil.StateOpen),
+			ev(evFailure, 0, errFlaky, 0, 0),
 		}, r.take())
 
 		_, err = p.Run(ctx, ok)
 		require.ErrorIs(t, err, resil.ErrBreakerOpen)
 		requireEvents(t, []resil.Event{
-			ev(rejected, 0, resil.ErrBreakerOpen, 0, 0),
-			ev(failure, 0, resil.ErrBreakerOpen, 0, 0),
+			ev(evRejected, 0, resil.ErrBreakerOpen, 0, 0),
+			ev(evFailure, 0, resil.ErrBreakerOpen, 0, 0),
 		}, r.take())
 
 		time.Sleep(time.Second)
-		_, err = p.Run(ctx, script(step{sleep: 5 * ms}))
+		_, err = p.Run(ctx, obsScript(obsStep{sleep: 5 * msec}))
 		require.NoError(t, err)
 		requireEvents(t, []resil.Event{
-			change(resil.StateOpen, resil.StateHalfOpen),
-			ev(attempt, 1, nil, 0, 0),
-			{Pipeline: "p", Kind: resil.EventStateChange, From: resil.StateHalfOpen, To: resil.StateClosed, Elapsed: 5 * ms},
-			ev(success, 0, nil, 0, 5*ms),
+			evChange(resil.StateOpen, resil.StateHalfOpen),
+			ev(evAttempt, 1, nil, 0, 0),
+			{Pipeline: "p", Kind: resil.EventStateChange, From: resil.StateHalfOpen, To: resil.StateClosed, Elapsed: 5 * msec},
+			ev(evSuccess, 0, nil, 0, 5*msec),
 		}, r.take())
 
 		// Trip again; this time the trial fails and the breaker reopens.
 		for range 2 {
-			_, _ = p.Run(ctx, script(step{err: errFlaky}))
+			_, _ = p.Run(ctx, obsScript(obsStep{err: errFlaky}))
 		}
 		require.Equal(t, resil.StateOpen, b.State())
 		r.take()
 		time.Sleep(time.Second)
-		_, err = p.Run(ctx, script(step{err: errFlaky}))
+		_, err = p.Run(ctx, obsScript(obsStep{err: errFlaky}))
 		require.ErrorIs(t, err, errFlaky)
 		requireEvents(t, []resil.Event{
-			change(resil.StateOpen, resil.StateHalfOpen),
-			ev(attempt, 1, nil, 0, 0),
-			change(resil.StateHalfOpen, resil.StateOpen),
-			ev(failure, 0, errFlaky, 0, 0),
+			evChange(resil.StateOpen, resil.StateHalfOpen),
+			ev(evAttempt, 1, nil, 0, 0),
+			evChange(resil.StateHalfOpen, resil.StateOpen),
+			ev(evFailure, 0, errFlaky, 0, 0),
 		}, r.take())
 	})
 }
 
 func TestObserveBreakerRejectionServedByFallback(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var r recorder
+		var r obsRecorder
 		b := resil.NewBreaker(resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Second})
 		fb := func(context.Context, error) (int, error) { return 7, nil }
 		p := resil.New[int]().Retry(resil.RetryPolicy{MaxAttempts: 1}).Breaker(b).Fallback(fb).Named("p").Observe(&r)
 		ctx := context.Background()
-		v, err := p.Run(ctx, script(step{err: errFlaky}))
+		v, err := p.Run(ctx, obsScript(obsStep{err: errFlaky}))
 		require.NoError(t, err)
 		require.Equal(t, 7, v)
 		requireEvents(t, []resil.Event{
-			ev(attempt, 1, nil, 0, 0),
-			change(resil.StateClosed, resil.StateOpen),
-			ev(fallback, 0, errFlaky, 0, 0),
-			ev(success, 0, nil, 0, 0),
+			ev(evAttempt, 1, nil, 0, 0),
+			evChange(resil.StateClosed, resil.StateOpen),
+			ev(evFallback, 0, errFlaky, 0, 0),
+			ev(evSuccess, 0, nil, 0, 0),
 		}, r.take())
 
-		v, err = p.Run(ctx, script())
+		v, err = p.Run(ctx, obsScript())
 		require.NoError(t, err)
 		require.Equal(t, 7, v)
 		requireEvents(t, []resil.Event{
-			ev(rejected, 0, resil.ErrBreakerOpen, 0, 0),
-			ev(fallback, 0, resil.ErrBreakerOpen, 0, 0),
-			ev(success, 0, nil, 0, 0),
+			ev(evRejected, 0, resil.ErrBreakerOpen, 0, 0),
+			ev(evFallback, 0, resil.ErrBreakerOpen, 0, 0),
+			ev(evSuccess, 0, nil, 0, 0),
 		}, r.take())
 	})
 }
 
 func TestNamedAndObserveAreImmutable(t *testing.T) {
-	var r recorder
+	var r obsRecorder
 	ctx := context.Background()
 	base := resil.New[int]().Retry(resil.RetryPolicy{MaxAttempts: 1})
 	observed := base.Observe(&r)
@@ -444,7 +435,7 @@ func TestNamedAndObserveAreImmutable(t *testing.T) {
 		{nameFirst, []string{"c", "c"}},
 		{base.Named("d"), nil},
 	} {
-		_, err := c.p.Run(ctx, script())
+		_, err := c.p.Run(ctx, obsScript())
 		require.NoError(t, err)
 		var names []string
 		for _, e := range r.take() {
@@ -474,7 +465,7 @@ func TestEventKindString(t *testing.T) {
 // panicky is an Observer that panics on the first event of a kind and
 // records the rest.
 type panicky struct {
-	recorder
+	obsRecorder
 	on     resil.EventKind
 	armed  bool
 	panics int
@@ -486,7 +477,7 @@ func (p *panicky) Observe(ctx context.Context, e resil.Event) {
 		p.panics++
 		panic("observer panic")
 	}
-	p.recorder.Observe(ctx, e)
+	p.obsRecorder.Observe(ctx, e)
 }
 
 // runRecovered runs p and returns the value of a panic, or nil.
@@ -501,7 +492,7 @@ func runRecovered(p resil.Pipeline[int], fn func(context.Context) (int, error)) 
 func openBreaker(t *testing.T) *resil.Breaker {
 	t.Helper()
 	b := resil.NewBreaker(resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Second, HalfOpenCalls: 1})
-	_, _ = resil.New[int]().Breaker(b).Run(context.Background(), script(step{err: errFlaky}))
+	_, _ = resil.New[int]().Breaker(b).Run(context.Background(), obsScript(obsStep{err: errFlaky}))
 	require.Equal(t, resil.StateOpen, b.State())
 	time.Sleep(time.Second)
 	return b
@@ -549,12 +540,12 @@ func TestPanickingObserverOnTripLeavesBreakerOpen(t *testing.T) {
 		b := resil.NewBreaker(resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Second})
 		obs := &panicky{on: resil.EventStateChange, armed: true}
 		p := resil.New[int]().Breaker(b).Named("p").Observe(obs)
-		require.Equal(t, "observer panic", runRecovered(p, script(step{err: errFlaky})))
+		require.Equal(t, "observer panic", runRecovered(p, obsScript(obsStep{err: errFlaky})))
 		require.Equal(t, resil.StateOpen, b.State())
-		_, err := p.Run(context.Background(), script())
+		_, err := p.Run(context.Background(), obsScript())
 		require.ErrorIs(t, err, resil.ErrBreakerOpen)
 		time.Sleep(time.Second)
-		_, err = p.Run(context.Background(), script())
+		_, err = p.Run(context.Background(), obsScript())
 		require.NoError(t, err)
 		require.Equal(t, resil.StateClosed, b.State())
 	})
@@ -566,12 +557,12 @@ func TestPanickingObserverInRetryAndTimeout(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				obs := &panicky{on: on, armed: true}
 				fb := func(context.Context, error) (int, error) { return 7, nil }
-				p := resil.New[int]().Timeout(10 * ms).Retry(resil.RetryPolicy{MaxAttempts: 2, Backoff: resil.Constant(5 * ms)}).
+				p := resil.New[int]().Timeout(10 * msec).Retry(resil.RetryPolicy{MaxAttempts: 2, Backoff: resil.Constant(5 * msec)}).
 					Fallback(fb).Observe(obs)
-				fn := script(step{block: true}, step{block: true})
+				fn := obsScript(obsStep{block: true}, obsStep{block: true})
 				require.Equal(t, "observer panic", runRecovered(p, fn))
 				// The pipeline is as good as new: the next call runs in full.
-				v, err := p.Run(context.Background(), script(step{block: true}, step{block: true}))
+				v, err := p.Run(context.Background(), obsScript(obsStep{block: true}, obsStep{block: true}))
 				require.NoError(t, err)
 				require.Equal(t, 7, v)
 				require.Equal(t, 1, obs.panics)
@@ -615,7 +606,7 @@ func TestBlockingObserverHoldsNoBreakerLock(t *testing.T) {
 			}
 			b := resil.NewBreaker(resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor})
 			if c.halfOpen {
-				_, _ = resil.New[int]().Breaker(b).Run(context.Background(), script(step{err: errFlaky}))
+				_, _ = resil.New[int]().Breaker(b).Run(context.Background(), obsScript(obsStep{err: errFlaky}))
 			}
 			obs := &blocker{on: resil.EventStateChange, reached: make(chan struct{}), release: make(chan struct{})}
 			observed := resil.New[int]().Breaker(b).Observe(obs)
@@ -625,10 +616,10 @@ func TestBlockingObserverHoldsNoBreakerLock(t *testing.T) {
 				if c.halfOpen {
 					// The open period (1ns) is over by now: this call is the
 					// trial, and reports open → half-open.
-					_, _ = observed.Run(context.Background(), script())
+					_, _ = observed.Run(context.Background(), obsScript())
 					return
 				}
-				_, _ = observed.Run(context.Background(), script(step{err: errFlaky}))
+				_, _ = observed.Run(context.Background(), obsScript(obsStep{err: errFlaky}))
 			}()
 			<-obs.reached
 
@@ -639,7 +630,7 @@ func TestBlockingObserverHoldsNoBreakerLock(t *testing.T) {
 					other <- errors.New("State() = " + got.String())
 					return
 				}
-				_, err := resil.New[int]().Breaker(b).Run(context.Background(), script())
+				_, err := resil.New[int]().Breaker(b).Run(context.Background(), obsScript())
 				other <- err
 			}()
 			// A real wait, bounded: a goroutine stuck on a mutex is not
@@ -657,7 +648,7 @@ func TestBlockingObserverHoldsNoBreakerLock(t *testing.T) {
 }
 
 func TestObserverSharedByConcurrentCalls(t *testing.T) {
-	var r recorder
+	var r obsRecorder
 	p := resil.New[int]().Retry(resil.RetryPolicy{MaxAttempts: 2, Backoff: resil.Constant(0)}).
 		Breaker(resil.NewBreaker(resil.BreakerPolicy{MinCalls: 1 << 30})).Named("p").Observe(&r)
 	const goroutines, calls = 8, 50
@@ -665,7 +656,7 @@ func TestObserverSharedByConcurrentCalls(t *testing.T) {
 	for range goroutines {
 		wg.Go(func() {
 			for range calls {
-				_, err := p.Run(context.Background(), script(step{err: errFlaky}))
+				_, err := p.Run(context.Background(), obsScript(obsStep{err: errFlaky}))
 				assert.NoError(t, err)
 			}
 		})
