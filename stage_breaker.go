@@ -561,7 +561,7 @@ func (s breakerStage[T]) runSlow(ctx context.Context, n next[T], w uint64) (T, e
 		return zero, ErrBreakerOpen
 	}
 	t, ok, tr, changed := b.admitSlow()
-	if changed && !t.trial { // a trial reports it where its place is safe
+	if changed && !(ok && t.trial) { // a trial reports it where its place is safe
 		n.emitChange(ctx, tr)
 	}
 	if !ok {
