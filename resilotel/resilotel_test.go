@@ -61,7 +61,9 @@ func collect(t *testing.T, r *sdkmetric.ManualReader) collected {
 	return out
 }
 
-func key(s attribute.Set) string { return s.Encoded(attribute.DefaultEncoder()) }
+var attributeEncoder = attribute.DefaultEncoder()
+
+func key(s attribute.Set) string { return s.Encoded(attributeEncoder) }
 
 // counts returns a monotonic int64 sum's points by attributes.
 func (c collected) counts(t *testing.T, name string) map[string]int64 {
