@@ -82,8 +82,10 @@ func (k EventKind) String() string {
 	return "EventKind(" + strconv.Itoa(int(k)) + ")"
 }
 
-// Event is one thing a pipeline did. It is passed by value; fields that do
-// not apply to its Kind are zero.
+// Event is one thing a pipeline did. It is passed by value (an Observer may
+// keep it, and sharing it between goroutines is safe); fields that do not
+// apply to its Kind are zero. The zero Event is an EventAttempt of an
+// unnamed pipeline with nothing else set.
 type Event struct {
 	Pipeline string        // the name given with Named; "" when unnamed
 	Kind     EventKind     // what happened
@@ -94,8 +96,10 @@ type Event struct {
 	From, To BreakerState  // EventStateChange
 }
 
-// Named returns a copy of p whose events carry name in Event.Pipeline. It
-// changes nothing else. The zero name is "".
+// Named returns a copy of p whose events carry name in Event.Pipeline,
+// leaving p unchanged, as every stage method does. It changes nothing else:
+// without an observer, the name goes nowhere. A pipeline's name is "" until
+// Named sets it.
 func (p Pipeline[T]) Named(name string) Pipeline[T] {
 	m := meta{name: name}
 	if p.meta != nil {
