@@ -372,6 +372,7 @@ func TestRateLimitRejectedEvent(t *testing.T) {
 
 func TestRateLimitErrors(t *testing.T) {
 	assert.True(t, resil.IsTransient(resil.ErrRateLimited))
+	assert.True(t, resil.IsTransient(resil.ErrBulkheadFull))
 	assert.EqualError(t, resil.ErrRateLimited, "resil: rate limited")
 }
 
