@@ -2,6 +2,7 @@ package resil
 
 import (
 	"context"
+	"math"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -57,4 +58,25 @@ func TestBulkheadStress(t *testing.T) {
 	assert.Zero(t, b.state.Load(), "every slot and queue entry came back")
 	assert.Nil(t, b.head)
 	assert.Nil(t, b.tail)
+}
+
+// FuzzBulkheadPolicy: a policy is valid exactly when NewBulkhead accepts
+// it, and the slot count fits the state word's 32 bits.
+func FuzzBulkheadPolicy(f *testing.F) {
+	f.Add(0, int64(0))
+	f.Add(-1, int64(time.Second))
+	f.Add(math.MaxInt, int64(-1))
+	f.Fuzz(func(t *testing.T, maxConcurrent int, maxWait int64) {
+		p := BulkheadPolicy{MaxConcurrent: maxConcurrent, MaxWait: time.Duration(maxWait)}
+		err := p.Validate()
+		if err != nil {
+			assert.PanicsWithValue(t, err.Error(), func() { NewBulkhead(p) })
+			return
+		}
+		b := NewBulkhead(p)
+		assert.True(t, b.max >= 1 && b.max <= math.MaxInt32)
+		assert.True(t, b.tryAcquire())
+		b.release()
+		assert.Zero(t, b.state.Load())
+	})
 }

@@ -76,3 +76,38 @@ func TestRateLimiterExtremes(t *testing.T) {
 		})
 	}
 }
+
+// FuzzRateLimitPolicy: a policy is valid exactly when NewRateLimiter
+// accepts it, and a valid one yields a limiter whose arithmetic cannot
+// overflow: waits are never negative, a rejection's wait exceeds the
+// allowed one, and the state only moves forward.
+func FuzzRateLimitPolicy(f *testing.F) {
+	f.Add(10.0, 5, int64(time.Second), int64(1e15))
+	f.Add(math.SmallestNonzeroFloat64, math.MaxInt, int64(math.MaxInt64), int64(0))
+	f.Add(math.MaxFloat64, 0, int64(0), int64(1<<61))
+	f.Add(math.NaN(), -1, int64(-1), int64(0))
+	f.Fuzz(func(t *testing.T, rate float64, burst int, maxWait, now int64) {
+		p := RateLimitPolicy{Rate: rate, Burst: burst, MaxWait: time.Duration(maxWait)}
+		err := p.Validate()
+		if err != nil {
+			require.PanicsWithValue(t, err.Error(), func() { NewRateLimiter(p) })
+			return
+		}
+		l := NewRateLimiter(p)
+		require.True(t, l.interval >= 1 && l.interval <= maxSpan)
+		require.True(t, l.tau >= 0 && l.tau <= maxSpan)
+		require.True(t, l.maxWait >= 0 && l.maxWait <= maxSpan)
+		now = max(now, 0) % (1 << 61) // clock() readings: up to ~73 years
+		prev := l.tat.Load()
+		for range 50 {
+			wait, ok := l.reserve(now, l.maxWait)
+			require.GreaterOrEqual(t, wait, int64(0))
+			if !ok {
+				require.Greater(t, wait, l.maxWait)
+			}
+			tat := l.tat.Load()
+			require.GreaterOrEqual(t, tat, prev)
+			prev = tat
+		}
+	})
+}
