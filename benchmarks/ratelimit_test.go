@@ -8,6 +8,16 @@ package benchmarks_test
 // float arithmetic on tokens. The resil side runs through a whole pipeline
 // (Run, the stage, fn); the x/time/rate side calls the limiter and fn
 // directly.
+//
+// Medians of 8 runs on a shared 2-core amd64 VM, Go 1.26, x/time v0.16.0
+// (compare the ratios, not the nanoseconds):
+//
+//	pass, serial      resil  100ns   Allow 221ns (2.2x)   Wait 344ns (3.5x)
+//	pass, parallel    resil  189ns   Allow 391ns (2.1x)   Wait 730ns (3.9x)
+//	reject            resil  249ns   Allow 502ns (2.0x)   Reserve+Cancel 1455ns (5.9x)
+//
+// Passing costs neither an allocation; resil's rejection allocates the
+// 8-byte error that carries RetryAfter, which Allow does not report at all.
 
 import (
 	"context"
