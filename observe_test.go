@@ -700,3 +700,52 @@ func BenchmarkObserved(b *testing.B) {
 		})
 	}
 }
+
+func TestObserveRejections(t *testing.T) {
+	t.Run("bulkhead full", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			var r obsRecorder
+			bh := resil.NewBulkhead(resil.BulkheadPolicy{MaxConcurrent: 1})
+			p := resil.New[int]().Bulkhead(bh).Named("p").Observe(&r)
+			release := make(chan struct{})
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				_, _ = p.Run(context.Background(), func(context.Context) (int, error) {
+					<-release
+					return 1, nil
+				})
+			}()
+			synctest.Wait() // the slot is taken
+			_, err := p.Run(context.Background(), obsScript())
+			require.ErrorIs(t, err, resil.ErrBulkheadFull)
+			close(release)
+			<-done
+			requireEvents(t, []resil.Event{
+				ev(evAttempt, 1, nil, 0, 0),
+				ev(evRejected, 0, resil.ErrBulkheadFull, 0, 0),
+				ev(evFailure, 0, resil.ErrBulkheadFull, 0, 0),
+				ev(evSuccess, 0, nil, 0, 0),
+			}, r.take())
+		})
+	})
+	t.Run("rate limited", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			var r obsRecorder
+			l := resil.NewRateLimiter(resil.RateLimitPolicy{Rate: 1, Burst: 1})
+			fb := func(context.Context, error) (int, error) { return 7, nil }
+			p := resil.New[int]().RateLimit(l).Fallback(fb).Named("p").Observe(&r)
+			for range 2 {
+				_, err := p.Run(context.Background(), obsScript())
+				require.NoError(t, err)
+			}
+			requireEvents(t, []resil.Event{
+				ev(evAttempt, 1, nil, 0, 0),
+				ev(evSuccess, 0, nil, 0, 0),
+				ev(evRejected, 0, resil.ErrRateLimited, 0, 0),
+				ev(evFallback, 0, resil.ErrRateLimited, 0, 0),
+				ev(evSuccess, 0, nil, 0, 0),
+			}, r.take())
+		})
+	})
+}

@@ -35,7 +35,8 @@ const (
 	// "canceled" (see NewObserver).
 	KeyOutcome = attribute.Key("resil.outcome")
 	// KeyReason is why a call was rejected, on resil.rejections:
-	// "breaker_open", or "other" for a rejection this package does not know.
+	// "breaker_open", "bulkhead_full", "rate_limited", or "other" for a
+	// rejection this package does not name.
 	KeyReason = attribute.Key("resil.rejection.reason")
 	// KeyState is a breaker state, "closed", "open" or "half-open", on
 	// resil.breaker.transitions (the state entered).
@@ -58,6 +59,8 @@ var rejections = []struct {
 	reason string
 }{
 	{resil.ErrBreakerOpen, "breaker_open"},
+	{resil.ErrBulkheadFull, "bulkhead_full"},
+	{resil.ErrRateLimited, "rate_limited"},
 }
 
 const reasonOther = "other"
@@ -82,7 +85,8 @@ var durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5,
 //
 // Every measurement carries resil.pipeline, the pipeline's name. A call's
 // outcome is "success" when it returned no error, "rejected" when its error
-// matches a rejection (resil.ErrBreakerOpen), "timeout" when it matches
+// matches a rejection (resil.ErrBreakerOpen, resil.ErrBulkheadFull,
+// resil.ErrRateLimited), "timeout" when it matches
 // context.DeadlineExceeded (which resil.ErrTimeout does), "canceled" when
 // it matches context.Canceled, and "failure" otherwise. A call served by a
 // Fallback ends as what the fallback returned; resil.fallbacks counts it.

@@ -3,6 +3,7 @@ package resilotel_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -265,5 +266,37 @@ func BenchmarkObserver(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		_, _ = p.Run(context.Background(), ok)
+	}
+}
+
+func TestObserverClassifies(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		err     error
+		reason  string // of a rejection with err
+		outcome string // of a call that ended with err
+	}{
+		{"breaker open", resil.ErrBreakerOpen, "breaker_open", "rejected"},
+		{"bulkhead full", resil.ErrBulkheadFull, "bulkhead_full", "rejected"},
+		{"rate limited", resil.ErrRateLimited, "rate_limited", "rejected"},
+		{"wrapped rejection", fmt.Errorf("users: %w", resil.ErrBreakerOpen), "breaker_open", "rejected"},
+		{"timeout", resil.ErrTimeout, "other", "timeout"},
+		{"caller's deadline", context.DeadlineExceeded, "other", "timeout"},
+		{"canceled", context.Canceled, "other", "canceled"},
+		{"retries ran out", &resil.RetryError{Attempts: 3, Err: errFlaky}, "other", "failure"},
+		{"other error", errFlaky, "other", "failure"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			reader := sdkmetric.NewManualReader()
+			mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+			defer func() { require.NoError(t, mp.Shutdown(context.Background())) }()
+			obs, err := resilotel.NewObserver(mp)
+			require.NoError(t, err)
+			obs.Observe(context.Background(), resil.Event{Pipeline: "p", Kind: resil.EventRejected, Err: c.err})
+			obs.Observe(context.Background(), resil.Event{Pipeline: "p", Kind: resil.EventFailure, Err: c.err})
+			col := collect(t, reader)
+			assert.Equal(t, map[string]int64{"resil.pipeline=p,resil.rejection.reason=" + c.reason: 1}, col.counts(t, "resil.rejections"))
+			assert.Equal(t, map[string]int64{"resil.outcome=" + c.outcome + ",resil.pipeline=p": 1}, col.counts(t, "resil.calls"))
+		})
 	}
 }
