@@ -49,6 +49,8 @@ func benchPipelines() []struct {
 		{"breaker", resil.New[int]().Breaker(br), ok},
 		{"fallback", resil.New[int]().Fallback(fb), ok},
 		{"timeout", resil.New[int]().Timeout(time.Second), ok},
+		{"bulkhead", resil.New[int]().Bulkhead(resil.NewBulkhead(resil.BulkheadPolicy{MaxConcurrent: 1 << 20})), ok},
+		{"ratelimit", resil.New[int]().RateLimit(resil.NewRateLimiter(resil.RateLimitPolicy{Rate: 1e12, Burst: 1 << 30})), ok},
 		{"all", resil.New[int]().Timeout(time.Second).Retry(noWait).Breaker(br).Fallback(fb), ok},
 	}
 }
