@@ -23,7 +23,9 @@ type spyTB struct {
 
 func (s *spyTB) Helper() { s.helpers++ }
 
-func (s *spyTB) Errorf(format string, args ...any) { s.errs = append(s.errs, fmt.Sprintf(format, args...)) }
+func (s *spyTB) Errorf(format string, args ...any) {
+	s.errs = append(s.errs, fmt.Sprintf(format, args...))
+}
 
 var _ resiltest.TB = (*testing.T)(nil)
 

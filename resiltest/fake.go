@@ -139,8 +139,8 @@ type Recorder interface {
 // concurrent use: concurrent calls take the steps in the order they start.
 // A Fake must be created by Script or Random; the zero Fake is not usable.
 type Fake[T any] struct {
-	steps []Step             // the script; its last step repeats
-	gen   func(n int) Step   // the step for call n, when there is no script
+	steps []Step           // the script; its last step repeats
+	gen   func(n int) Step // the step for call n, when there is no script
 	mu    sync.Mutex
 	calls []Call // guarded by mu
 	in    int    // calls running; guarded by mu
