@@ -213,3 +213,29 @@ func TestAssertionsTellTheStory(t *testing.T) {
 		resiltest.AssertNoCallWhileOpen(t, dep, &log)
 	})
 }
+
+// The example of the README's "Testing your pipelines".
+func TestProfileSurvivesAnOutage(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		dep := resiltest.Script[string](
+			resiltest.Fail(io.ErrUnexpectedEOF, 2), // two passing faults
+			resiltest.Hang(),                       // then a call that never answers
+			resiltest.Return("profile"),
+		)
+		var log resiltest.BreakerLog
+		b := resil.NewBreaker(resil.BreakerPolicy{OnStateChange: log.OnStateChange})
+		p := resil.New[string]().
+			Timeout(time.Second).
+			Retry(resil.RetryPolicy{MaxAttempts: 4, Backoff: resil.Exponential(100*time.Millisecond, time.Second)}).
+			Breaker(b)
+
+		v, err := p.Run(t.Context(), dep.Call)
+
+		require.NoError(t, err)
+		require.Equal(t, "profile", v)
+		assert.True(t, resiltest.AssertAttempts(t, dep, 4))
+		assert.True(t, resiltest.AssertWaits(t, dep, 100*time.Millisecond, 200*time.Millisecond, 400*time.Millisecond))
+		assert.True(t, resiltest.AssertBreakerStates(t, &log)) // never tripped
+		assert.True(t, resiltest.AssertNoCallWhileOpen(t, dep, &log))
+	})
+}
