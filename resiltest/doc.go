@@ -10,6 +10,7 @@
 //   - Handler and RandomHandler do the same for HTTP: an http.Handler for
 //     httptest servers that answers with scripted or random statuses (with
 //     Retry-After), delays, dropped connections and truncated bodies.
+//     NewServer serves it without a network, for tests in fake time.
 //   - Every fake records its calls (start, end, context deadline, attempt),
 //     and the Assert functions check them in the words of the domain: the
 //     number of attempts, the waits between them, the states a breaker
@@ -46,7 +47,8 @@
 //	}
 //
 // Outside a bubble the fakes run in real time: keep latencies small there.
-// An httptest server's goroutines block on the network, which does not
-// count as durably blocked, so drive a FlakyHandler with fake time through
-// its ServeHTTP method (httptest.NewRecorder) rather than a real server.
+// An httptest server's goroutines wait on the network, which a bubble does
+// not count as durably blocked, so its fake clock would stand still: inside
+// a bubble, serve a FlakyHandler with NewServer, which connects its client
+// through in-memory pipes, or call its ServeHTTP method directly.
 package resiltest

@@ -353,3 +353,58 @@ func ExampleAssertNoCallWhileOpen() {
 	fmt.Println(dep.Count(), resiltest.AssertNoCallWhileOpen(t, dep, &log))
 	// Output: 2 true
 }
+
+// A Server needs no network: inside a synctest bubble its delays take no
+// real time. Outside one, as here, it works as well.
+func ExampleNewServer() {
+	srv := resiltest.NewServer(resiltest.Handler(
+		resiltest.Reply{Status: http.StatusBadGateway},
+		resiltest.Reply{Body: "hello"},
+	))
+	defer srv.Close()
+	for range 2 {
+		resp, err := srv.Client().Get(srv.URL + "/greeting")
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		fmt.Println(resp.StatusCode, string(body))
+	}
+	// Output:
+	// 502 Bad Gateway
+	// 200 hello
+}
+
+func ExampleServer_Client() {
+	h := resiltest.Handler(resiltest.Reply{Drop: true}, resiltest.Reply{Body: "ok"})
+	srv := resiltest.NewServer(h)
+	defer srv.Close()
+	_, err := srv.Client().Get(srv.URL)
+	fmt.Println(err != nil, h.Count()) // the transport does not resend by itself
+	// Output: true 1
+}
+
+func ExampleServer_Transport() {
+	srv := resiltest.NewServer(resiltest.Handler())
+	defer srv.Close()
+	// Use it as the base of another RoundTripper, such as a retrying one.
+	client := &http.Client{Transport: srv.Transport()}
+	resp, err := client.Get(srv.URL)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	resp.Body.Close()
+	fmt.Println(resp.Status)
+	// Output: 200 OK
+}
+
+func ExampleServer_Close() {
+	srv := resiltest.NewServer(resiltest.Handler())
+	srv.Close()
+	_, err := srv.Client().Get(srv.URL)
+	fmt.Println(err != nil)
+	// Output: true
+}
