@@ -143,7 +143,7 @@ func RandomHandler(f HTTPFaults) *FlakyHandler {
 func (f HTTPFaults) reply(n int) Reply {
 	r := rand.New(rand.NewPCG(f.Seed, uint64(n)))
 	u, jitter := r.Float64(), r.Float64()
-	rep := Reply{Delay: f.Latency + time.Duration(jitter*float64(f.Jitter)), Body: f.Body}
+	rep := Reply{Delay: addSat(f.Latency, part(jitter, f.Jitter)), Body: f.Body}
 	switch {
 	case u < f.ErrorRate:
 		rep.Status, rep.RetryAfter, rep.Body = f.Status, f.RetryAfter, ""

@@ -92,9 +92,9 @@ func Random[T any](f Faults, value T) *Fake[T] {
 func (f Faults) step(n int, value any) Step {
 	r := rand.New(rand.NewPCG(f.Seed, uint64(n)))
 	u, jitter, slow := r.Float64(), r.Float64(), r.Float64()
-	d := f.Latency + time.Duration(jitter*float64(f.Jitter))
+	d := addSat(f.Latency, part(jitter, f.Jitter))
 	if slow < f.SlowRate {
-		d += f.Slow
+		d = addSat(d, f.Slow)
 	}
 	var s Step
 	switch {
@@ -110,4 +110,23 @@ func (f Faults) step(n int, value any) Step {
 		s = Step{kind: stepReturn, value: value}
 	}
 	return s.After(d)
+}
+
+// addSat returns a+b for a, b >= 0, saturating at the largest Duration
+// instead of overflowing.
+func addSat(a, b time.Duration) time.Duration {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
+}
+
+// part returns u·d for u in [0, 1) and d >= 0, never above d (float64
+// rounding of a large d could otherwise overflow the conversion).
+func part(u float64, d time.Duration) time.Duration {
+	p := time.Duration(u * float64(d))
+	if p < 0 || p > d {
+		return d
+	}
+	return p
 }
