@@ -27,8 +27,8 @@ import (
 // either side: that keeps the output the same on a busy machine.
 const (
 	seed     = 7
-	calls    = 60
-	tick     = 50 * time.Millisecond
+	calls    = 40
+	tick     = 80 * time.Millisecond
 	slow     = 100 * time.Millisecond // how long a slow attempt takes
 	perTry   = 20 * time.Millisecond  // the pipeline's Timeout
 	slowMark = 50 * time.Millisecond  // a call slower than this counts as slow
@@ -44,11 +44,11 @@ var (
 // fake whose attempts play out that call's fate.
 func service(i int) *resiltest.Fake[string] {
 	switch {
-	case i == 8: // a bad request: retrying cannot help
+	case i == 5: // a bad request: retrying cannot help
 		return resiltest.Script[string](resiltest.Fail(resil.Permanent(errNotFound), 1))
-	case i >= 21 && i <= 35: // an outage: every attempt fails
+	case i >= 13 && i <= 24: // an outage: every attempt fails
 		return resiltest.Script[string](resiltest.Fail(errUnavailable, 1))
-	case i >= 51 && i <= 55: // the first attempt is slow, a second one is fast
+	case i >= 35 && i <= 38: // the first attempt is slow, a second one is fast
 		return resiltest.Script[string](resiltest.Return("fresh").After(slow), resiltest.Return("fresh"))
 	}
 	// Normal service: 30% of attempts fail with a passing error.
@@ -132,8 +132,8 @@ func protected(ctx context.Context) *tally {
 // report prints the two tallies side by side.
 func report(w io.Writer, b, p *tally) error {
 	fmt.Fprintf(w, "resil quickstart: %d calls to a simulated flaky service (seed %d)\n", calls, seed)
-	fmt.Fprintf(w, "  30%% of attempts fail (connection reset); call 8 fails for good (404);\n")
-	fmt.Fprintf(w, "  calls 21-35: the service is down (503); calls 51-55: the first attempt takes %v\n\n", slow)
+	fmt.Fprintf(w, "  30%% of attempts fail (connection reset); call 5 fails for good (404);\n")
+	fmt.Fprintf(w, "  calls 13-24: the service is down (503); calls 35-38: the first attempt takes %v\n\n", slow)
 	fmt.Fprintf(w, "pipeline: Timeout(%v) → Retry(3 attempts) → Breaker(20%% of 5+ calls, open %v) → Fallback(cached)\n\n",
 		perTry, tick*7/2)
 

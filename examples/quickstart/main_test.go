@@ -30,7 +30,7 @@ func TestQuickstartIsDeterministicAndTellsTheStory(t *testing.T) {
 		}
 		// Bare: one attempt per call, nothing protects it.
 		assert.Equal(t, calls, b.attempts)
-		assert.Equal(t, 5, b.slow, "the slow calls waited")
+		assert.Equal(t, 4, b.slow, "the slow calls waited")
 		assert.Zero(t, b.fallbacks)
 		assert.Greater(t, b.errors, 15, "transient errors, the 404 and the outage reach the caller")
 		assert.Empty(t, b.events)
@@ -38,7 +38,7 @@ func TestQuickstartIsDeterministicAndTellsTheStory(t *testing.T) {
 		// Pipeline: each stage did its part.
 		assert.Equal(t, 1, p.errors, "only the permanent 404 reaches the caller")
 		assert.Zero(t, p.slow, "the timeout cut the slow attempts short")
-		assert.Equal(t, 5, p.events[resil.EventTimeout])
+		assert.Equal(t, 4, p.events[resil.EventTimeout])
 		assert.Positive(t, p.events[resil.EventRetry])
 		assert.Greater(t, p.answered, b.answered, "retries turn passing errors into answers")
 		assert.Positive(t, p.events[resil.EventRejected], "the open breaker rejects calls during the outage")
