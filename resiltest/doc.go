@@ -23,13 +23,13 @@
 // Everything here works inside a testing/synctest bubble, and that is the
 // way to test durations: latencies, hangs, timeouts, backoffs and breaker
 // open periods then take no real time, and the recorded times are exact,
-// so AssertWaits can compare waits with ==. The fakes start no goroutine
-// and hold no lock while they wait.
+// so AssertWaits can compare waits with ==. Fakes and handlers start no
+// goroutine and hold no lock while they wait.
 //
 //	func TestRetryWaits(t *testing.T) {
 //		synctest.Test(t, func(t *testing.T) {
 //			dep := resiltest.Script[int](
-//				resiltest.Hang(),                                  // timed out
+//				resiltest.Hang(), // cut short by the Timeout stage
 //				resiltest.Fail(io.ErrUnexpectedEOF, 1).After(time.Second),
 //				resiltest.Return(42),
 //			)
