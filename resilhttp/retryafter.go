@@ -137,8 +137,11 @@ func parseHTTPDate(v string, now time.Time) (time.Time, bool) {
 		// in the future is the most recent past year with those digits.
 		cur := now.UTC().Year()
 		year := cur - cur%100 + yy
-		if year > cur+50 {
+		switch {
+		case year > cur+50:
 			year -= 100
+		case year+100 <= cur+50:
+			year += 100
 		}
 		return dateTime(year, month, day, r[11:19])
 	}
