@@ -111,6 +111,12 @@ var (
 // 4 KiB) and closed before RoundTrip returns; attempts still running when
 // the pipeline returns (hedged ones) are waited for first.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	c := t.newCall(req)
+	resp, err := t.Pipeline.Run(c, attempt)
+	return c.end(resp, err)
+}
+
+func (t *Transport) newCall(req *http.Request) *call {
 	c := &call{
 		Context: req.Context(),
 		req:     req,
@@ -124,7 +130,12 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if c.maxWait <= 0 {
 		c.maxWait = DefaultMaxRetryAfter
 	}
-	resp, err := t.Pipeline.Run(c, attempt)
+	return c
+}
+
+// end turns what the pipeline returned into RoundTrip's result, once no
+// attempt runs any more, and disposes of every other response.
+func (c *call) end(resp *http.Response, err error) (*http.Response, error) {
 	c.finish()
 	if err != nil {
 		if resp != nil && !c.owns(resp) {
@@ -142,9 +153,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		err = errNilResponse
 	}
 	c.dropAllBut(resp)
-	if c.attempts.Load() == 0 && req.Body != nil {
+	if c.attempts.Load() == 0 && c.req.Body != nil {
 		// Base never saw the body; a RoundTripper must close it.
-		_ = req.Body.Close()
+		_ = c.req.Body.Close()
 	}
 	return resp, err
 }
@@ -195,12 +206,15 @@ type call struct {
 	replay   bool         // later attempts may call Base
 	attempts atomic.Int32 // attempts that went as far as choosing a body
 
-	mu       sync.Mutex
-	running  int              // attempts between enter and leave
-	finished bool             // RoundTrip no longer waits for attempts
-	idle     chan struct{}    // closed when running drops to 0 after finish
-	out      *http.Response   // the first response an attempt produced
-	more     []*http.Response // the others (retried failures, hedges)
+	// state counts the attempts running (between enter and leave) in its
+	// low bits and has finishedBit set once RoundTrip stops waiting for
+	// attempts. Atomics, not a mutex: every attempt passes here twice.
+	state atomic.Uint64
+	out   atomic.Pointer[http.Response] // the first response an attempt produced
+
+	mu   sync.Mutex       // guards more and idle: rare (retried failures, hedges)
+	more []*http.Response // the responses produced after out
+	idle chan struct{}    // closed when the last running attempt leaves after finish
 }
 
 // callKey finds the *call in a context derived from it.
@@ -352,40 +366,47 @@ func (c *call) retryAfter(v string) time.Duration {
 	return min(d, c.maxWait)
 }
 
+// finishedBit marks a call whose RoundTrip no longer waits for attempts.
+const finishedBit = 1 << 32
+
+// enter starts an attempt, unless RoundTrip has finished.
 func (c *call) enter() bool {
-	c.mu.Lock()
-	ok := !c.finished
-	if ok {
-		c.running++
+	for {
+		s := c.state.Load()
+		if s&finishedBit != 0 {
+			return false
+		}
+		if c.state.CompareAndSwap(s, s+1) {
+			return true
+		}
 	}
-	c.mu.Unlock()
-	return ok
 }
 
 // leave ends an attempt, keeping the response it produced, if any.
 func (c *call) leave(kept *http.Response) {
-	c.mu.Lock()
-	if kept != nil {
-		if c.out == nil {
-			c.out = kept
-		} else {
-			c.more = append(c.more, kept)
+	if kept != nil && !c.out.CompareAndSwap(nil, kept) {
+		c.mu.Lock()
+		c.more = append(c.more, kept)
+		c.mu.Unlock()
+	}
+	if c.state.Add(^uint64(0)) == finishedBit { // the last attempt left after finish
+		c.mu.Lock()
+		if c.idle != nil {
+			close(c.idle)
+			c.idle = nil
 		}
+		c.mu.Unlock()
 	}
-	c.running--
-	if c.running == 0 && c.idle != nil {
-		close(c.idle)
-		c.idle = nil
-	}
-	c.mu.Unlock()
 }
 
 // finish stops new attempts and waits for running ones. Afterwards out and
 // more no longer change.
 func (c *call) finish() {
+	if c.state.Or(finishedBit) == 0 {
+		return // nothing running: the fast path
+	}
 	c.mu.Lock()
-	c.finished = true
-	if c.running == 0 {
+	if c.state.Load() == finishedBit { // the last one left meanwhile
 		c.mu.Unlock()
 		return
 	}
@@ -400,7 +421,7 @@ func (c *call) owns(resp *http.Response) bool {
 	if resp == nil {
 		return false
 	}
-	if resp == c.out {
+	if resp == c.out.Load() {
 		return true
 	}
 	for _, r := range c.more {
@@ -413,8 +434,8 @@ func (c *call) owns(resp *http.Response) bool {
 
 // dropAllBut drains and closes every response produced but keep.
 func (c *call) dropAllBut(keep *http.Response) {
-	if c.out != nil && c.out != keep {
-		drop(c.out)
+	if out := c.out.Load(); out != nil && out != keep {
+		drop(out)
 	}
 	for _, r := range c.more {
 		if r != keep {
