@@ -55,14 +55,13 @@ func base(t testing.TB) *http.Transport {
 type recorder struct {
 	rt http.RoundTripper
 
-	mu      sync.Mutex
-	calls   int
-	sent    []sent
-	bodies  []*trackedBody
-	reqs    []*http.Request
-	errs    []error
-	codes   []int
-	closing bool
+	mu     sync.Mutex
+	calls  int
+	sent   []sent
+	bodies []*trackedBody
+	reqs   []*http.Request
+	errs   []error
+	codes  []int
 }
 
 type sent struct {

@@ -234,7 +234,7 @@ func TestRequestNotModified(t *testing.T) {
 		w.WriteHeader(http.StatusBadGateway)
 	}, nil)
 	tr := &resilhttp.Transport{Base: base(t), Pipeline: retry(3).Timeout(10 * 1e9)}
-	ctx := context.WithValue(context.Background(), struct{}{}, 1)
+	ctx := context.WithValue(context.Background(), ctxKey{}, 1)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, s.URL, strings.NewReader("abc"))
 	require.NoError(t, err)
 	req.Header.Set("X-A", "1")
@@ -250,6 +250,8 @@ func TestRequestNotModified(t *testing.T) {
 	assert.Equal(t, before.ContentLength, req.ContentLength)
 	assert.Equal(t, before.Method, req.Method)
 }
+
+type ctxKey struct{}
 
 func TestConnectionReuseAcrossCalls(t *testing.T) {
 	var hits atomic.Int32
