@@ -172,3 +172,26 @@ func TestForeignContext(t *testing.T) {
 	require.ErrorIs(t, err, errForeignContext)
 	assert.False(t, resil.IsTransient(err))
 }
+
+type brokenBase struct {
+	resp *http.Response
+	err  error
+}
+
+func (b brokenBase) RoundTrip(*http.Request) (*http.Response, error) { return b.resp, b.err }
+
+func TestBaseBreakingTheContract(t *testing.T) {
+	req, _ := http.NewRequest(http.MethodGet, "http://example.test/", nil)
+	p := resil.New[*http.Response]().Retry(resil.RetryPolicy{MaxAttempts: 3, Backoff: resil.Constant(0)})
+
+	resp, err := (&Transport{Base: brokenBase{}, Pipeline: p}).RoundTrip(req)
+	assert.Nil(t, resp)
+	require.ErrorIs(t, err, errBaseNil)
+
+	body := &trackBody{Reader: strings.NewReader("x")}
+	boom := errors.New("boom")
+	resp, err = (&Transport{Base: brokenBase{&http.Response{StatusCode: 200, Body: body}, boom}, Pipeline: p}).RoundTrip(req)
+	assert.Nil(t, resp)
+	require.ErrorIs(t, err, boom)
+	assert.True(t, body.closed.Load())
+}

@@ -83,6 +83,7 @@ var (
 	errForeignContext = errors.New("resilhttp: attempt context does not descend from the request's context")
 	errFinished       = errors.New("resilhttp: attempt started after RoundTrip returned")
 	errNilResponse    = errors.New("resilhttp: pipeline returned neither a response nor an error")
+	errBaseNil        = errors.New("resilhttp: Base returned neither a response nor an error")
 )
 
 // RoundTrip sends req through t.Pipeline, one t.Base.RoundTrip per attempt,
@@ -289,6 +290,15 @@ func (c *call) try(ctx context.Context) (resp, kept *http.Response, err error) {
 	}
 
 	resp, err = c.base.RoundTrip(r)
+	switch { // Base broke the RoundTripper contract
+	case err == nil && resp == nil:
+		err = resil.Permanent(errBaseNil)
+	case err != nil && resp != nil:
+		if resp.Body != nil {
+			_ = resp.Body.Close()
+		}
+		resp = nil
+	}
 
 	if stop != nil {
 		if err == nil && transientStatus(resp.StatusCode) {

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/resil-go/resil"
 	"github.com/resil-go/resil/resilhttp"
@@ -233,7 +234,7 @@ func TestRequestNotModified(t *testing.T) {
 	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusBadGateway)
 	}, nil)
-	tr := &resilhttp.Transport{Base: base(t), Pipeline: retry(3).Timeout(10 * 1e9)}
+	tr := &resilhttp.Transport{Base: base(t), Pipeline: retry(3).Timeout(10 * time.Second)}
 	ctx := context.WithValue(context.Background(), ctxKey{}, 1)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, s.URL, strings.NewReader("abc"))
 	require.NoError(t, err)
