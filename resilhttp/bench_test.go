@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -54,6 +55,62 @@ func BenchmarkRoundTrip(b *testing.B) {
 	for _, p := range pipelines() {
 		b.Run(p.name, func(b *testing.B) { run(b, &resilhttp.Transport{Base: bare, Pipeline: p.p}) })
 	}
+}
+
+// BenchmarkRoundTripPaired measures Transport's overhead on a loaded
+// machine, where consecutive benchmarks see different load: each iteration
+// sends one request through the bare http.Transport and one through
+// Transport, back to back in alternating order, and the reported
+// overhead-% is the median of the per-pair differences over the median
+// bare request. (Separate benchmarks, compared by their ns/op, are only
+// meaningful on a quiet machine.)
+func BenchmarkRoundTripPaired(b *testing.B) {
+	s := newServer(b, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }, nil)
+	bare := base(b)
+	req, _ := http.NewRequest(http.MethodGet, s.URL, nil)
+	timed := func(rt http.RoundTripper) int64 {
+		start := time.Now()
+		resp, err := rt.RoundTrip(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		return int64(time.Since(start))
+	}
+	for _, p := range pipelines() {
+		b.Run(p.name, func(b *testing.B) {
+			var barePlain timeoutRT // the baseline for a Timeout stage bounds its requests too
+			var baseline http.RoundTripper = bare
+			if p.name == "timeout+retry" {
+				barePlain = timeoutRT{bare}
+				baseline = barePlain
+			}
+			tr := &resilhttp.Transport{Base: bare, Pipeline: p.p}
+			var bares, diffs []int64
+			for i := 0; b.Loop(); i++ {
+				var tb, tt int64
+				if i%2 == 0 {
+					tb = timed(baseline)
+					tt = timed(tr)
+				} else {
+					tt = timed(tr)
+					tb = timed(baseline)
+				}
+				bares = append(bares, tb)
+				diffs = append(diffs, tt-tb)
+			}
+			mb, md := median(bares), median(diffs)
+			b.ReportMetric(float64(mb), "bare-ns/req")
+			b.ReportMetric(float64(md), "added-ns/req")
+			b.ReportMetric(100*float64(md)/float64(mb), "overhead-%")
+		})
+	}
+}
+
+func median(v []int64) int64 {
+	slices.Sort(v)
+	return v[len(v)/2]
 }
 
 // timeoutRT bounds each request with a context of its own, cancelled when
