@@ -301,7 +301,7 @@ func (c *call) try(ctx context.Context) (resp, kept *http.Response, err error) {
 	}
 
 	if stop != nil {
-		if err == nil && transientStatus(resp.StatusCode) {
+		if err == nil && c.replay && transientStatus(resp.StatusCode) {
 			buffer(resp) // still bounded by the attempt's context
 		}
 		if !stop() {
@@ -333,8 +333,8 @@ func (c *call) try(ctx context.Context) (resp, kept *http.Response, err error) {
 	if !transientStatus(code) {
 		return nil, resp, resil.Permanent(se)
 	}
-	if stop == nil {
-		buffer(resp)
+	if stop == nil && c.replay {
+		buffer(resp) // so that the connection is free for the next attempt
 	}
 	if v := resp.Header["Retry-After"]; len(v) > 0 {
 		se.Wait = c.retryAfter(v[0])
