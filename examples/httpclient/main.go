@@ -136,22 +136,28 @@ func plural(n int) string {
 	return "s"
 }
 
-func main() {
+func main() { run(os.Stdout) }
+
+// run calls every scenario through both clients and writes the table to w.
+func run(w io.Writer) {
 	plainSrv, plainAttempts := flakyServer()
 	defer plainSrv.Close()
 	resilSrv, resilAttempts := flakyServer()
 	defer resilSrv.Close()
 
-	plain := &http.Client{Transport: &http.Transport{}}
+	plainBase, resilBase := &http.Transport{}, &http.Transport{}
+	defer plainBase.CloseIdleConnections()
+	defer resilBase.CloseIdleConnections()
+	plain := &http.Client{Transport: plainBase}
 	resilient := &http.Client{Transport: &resilhttp.Transport{
-		Base: &http.Transport{},
+		Base: resilBase,
 		Pipeline: resil.New[*http.Response]().
 			Timeout(2 * time.Second). // per attempt, until the headers arrive
 			Retry(resil.RetryPolicy{MaxAttempts: 3, Backoff: resil.Constant(10 * time.Millisecond)}),
 		MaxRetryAfter: 50 * time.Millisecond, // a hostile Retry-After is capped
 	}}
 
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 3, ' ', 0)
+	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
 	fmt.Fprintln(tw, "scenario\tplain http.Client\tresilhttp.Transport")
 	fmt.Fprintln(tw, "--------\t-----------------\t-------------------")
 	for _, s := range scenarios {
@@ -160,8 +166,8 @@ func main() {
 			call(resilient, resilSrv.URL, s, resilAttempts))
 	}
 	_ = tw.Flush()
-	fmt.Println()
-	fmt.Println("resilhttp retries only what is safe to send again (idempotent methods, or an")
-	fmt.Println("Idempotency-Key), honours Retry-After up to a cap, and returns the last")
-	fmt.Println("response, body intact, when attempts run out.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "resilhttp retries only what is safe to send again (idempotent methods, or an")
+	fmt.Fprintln(w, "Idempotency-Key), honours Retry-After up to a cap, and returns the last")
+	fmt.Fprintln(w, "response, body intact, when attempts run out.")
 }
