@@ -195,3 +195,24 @@ func TestBaseBreakingTheContract(t *testing.T) {
 	require.ErrorIs(t, err, boom)
 	assert.True(t, body.closed.Load())
 }
+
+// TestUnsafeRequestLastHedgeFailsAfterFirstAnswer: with hedging, a later
+// attempt of a POST may fail (without calling Base) after the one real
+// attempt answered 503; the caller still gets that 503.
+func TestUnsafeRequestLastHedgeFailsAfterFirstAnswer(t *testing.T) {
+	body := &trackBody{Reader: strings.NewReader("busy")}
+	b := brokenBase{resp: &http.Response{StatusCode: 503, Status: "503 Service Unavailable", Body: body}}
+	req, _ := http.NewRequest(http.MethodPost, "http://example.test/", strings.NewReader("x"))
+	c := (&Transport{Base: b}).newCall(req)
+
+	_, err1 := attempt(c)
+	var se *StatusError
+	require.ErrorAs(t, err1, &se)
+	_, err2 := attempt(c)
+	require.ErrorIs(t, err2, errOnce)
+
+	resp, err := c.end(nil, err2) // the error that arrived last
+	require.NoError(t, err)
+	assert.Equal(t, 503, resp.StatusCode)
+	assert.False(t, body.closed.Load(), "returned, not dropped")
+}

@@ -149,6 +149,11 @@ func (c *call) end(resp *http.Response, err error) (*http.Response, error) {
 			}
 		} else if se := statusErrorOf(err); se != nil && c.owns(se.resp) {
 			resp, err = se.resp, nil
+		} else if out := c.out.Load(); out != nil && errors.Is(err, errOnce) {
+			// A later (hedged) attempt of a request that may not be sent
+			// again failed last; the only answer there is came from the
+			// one attempt that called Base.
+			resp, err = out, nil
 		}
 	} else if resp == nil {
 		err = errNilResponse
