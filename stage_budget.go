@@ -77,21 +77,31 @@ const (
 // its outcome; it counts for TTL. A retry is allowed only when, counting
 // itself, the retries of the last TTL stay within Ratio × the calls of the
 // last TTL + MinPerSecond × TTL (in seconds). Time is kept in buckets of
-// TTL/10, rounded so that the rule holds: a call counts for between 0.9·TTL
-// and TTL, a retry for between TTL and 1.1·TTL. So over any stretch of time,
-// retries are at most Ratio × the calls made in it or up to TTL before it,
-// plus MinPerSecond × TTL for each TTL the stretch begins (MinPerSecond ×
-// max(stretch, TTL) when it is a whole number of TTLs).
+// TTL/10, rounded so that the rule holds: a retry counts for between TTL and
+// 1.1·TTL, a call for at most TTL (see below). A call's share of a retry is
+// spent once: over any stretch of time, retries are at most Ratio × the
+// calls made in it or within TTL before it, plus MinPerSecond × TTL for
+// each TTL the stretch begins (MinPerSecond × max(stretch, TTL) for a
+// stretch of whole TTLs).
 //
-// Recording a call takes no lock (an atomic add to the current bucket's
-// counter) and allocates nothing; asking for a retry, which follows a
-// failure, takes a short lock so that concurrent retries cannot overdraw.
+// Recording a call takes no lock, allocates nothing and, while calls come
+// often, reads no clock: it adds one to the counter of the bucket the last
+// clock reading fell in, and reads the clock again only every so many calls
+// (1 to 64, adapted so that readings come about a quarter to half a bucket
+// apart; every call when calls are rare). A call may thus be dated up to
+// about half a bucket early, and count for that much less than TTL, never
+// more; when traffic falls sharply, calls made before the next reading may
+// count for less. Asking for a retry, which follows a failure, reads the
+// clock and takes a short lock, so that concurrent retries cannot overdraw.
 type RetryBudget struct {
+	// Read and written by every call, lock-free.
+	cur   atomic.Int64  // the bucket calls are dated in: the last clock reading's
+	batch atomic.Uint32 // calls of a bucket per clock reading; a power of 2
+	last  atomic.Int64  // clock() of the last reading by a call
 	// calls[i] is tag<<32 | count for the bucket whose index has i as its
-	// remainder by budgetSlots, tag being the index's low 32 bits. Written
-	// on every call, lock-free.
+	// remainder by budgetSlots, tag being the index's low 32 bits.
 	calls [budgetSlots]atomic.Uint64
-	_     [cacheLine]byte // keeps the counters apart from the lock
+	_     [cacheLine]byte // keeps the counters' lines apart from the lock's
 
 	width   int64   // bucket width in clock() ns
 	ratio   float64 // retries per call
@@ -105,6 +115,9 @@ type budgetBucket struct {
 	idx int64 // the bucket index n counts for
 	n   uint64
 }
+
+// maxBudgetBatch is the most calls between two clock readings.
+const maxBudgetBatch = 64
 
 // NewRetryBudget returns an empty budget configured by policy: until calls
 // are made only the reserve (MinPerSecond × TTL retries) is available. It
@@ -127,53 +140,85 @@ func NewRetryBudget(policy RetryBudgetPolicy) *RetryBudget {
 	// At least 1µs, so that a counter's 32-bit tag cannot be taken for a
 	// bucket 2^32 widths later unless it stayed untouched for over an hour.
 	b.width = max(int64(ttl)/budgetBuckets, int64(time.Microsecond))
+	now := clock()
+	idx := floorDiv(now, b.width)
+	b.cur.Store(idx)
+	b.last.Store(now)
+	b.batch.Store(1)
 	// Counter tags start out naming a bucket already out of the window.
-	old := floorDiv(clock(), b.width) - 2*budgetSlots
+	old := uint64(uint32(idx-2*budgetSlots)) << 32
 	for i := range b.calls {
-		b.calls[i].Store(uint64(uint32(old)) << 32)
+		b.calls[i].Store(old)
 		b.retries[i].idx = math.MinInt64
 	}
 	return b
 }
 
-// deposit records a call made at now. It takes no lock and allocates
-// nothing: in the common case one atomic load and one atomic add.
-func (b *RetryBudget) deposit(now int64) {
-	idx := floorDiv(now, b.width)
-	tag := uint64(uint32(idx)) << 32
+// deposit records a call made now. It takes no lock and allocates nothing;
+// while calls come often it reads no clock either: one atomic load of the
+// current bucket, one of its counter and one atomic add.
+func (b *RetryBudget) deposit() {
+	idx := b.cur.Load()
 	c := &b.calls[floorMod(idx, budgetSlots)]
 	w := c.Load()
-	if w&^math.MaxUint32 == tag && uint32(w) < math.MaxUint32 {
+	if w&^math.MaxUint32 == uint64(uint32(idx))<<32 && uint32(w) < math.MaxUint32-1 &&
+		(uint32(w)+1)&(b.batch.Load()-1) != 0 {
 		// An add, not a compare-and-swap, so that concurrent calls do not
-		// retry each other out. Should the bucket be recycled for a later
-		// index between the load and the add (this goroutine stalled for a
+		// retry each other out. Should the counter be recycled for a later
+		// bucket between the load and the add (this goroutine stalled for a
 		// whole TTL), the call counts as made then; retries are still
 		// bounded by the calls, only a TTL late.
 		c.Add(1)
 		return
 	}
-	b.depositSlow(c, idx, tag)
+	b.depositAt(clock())
 }
 
-// depositSlow starts a bucket: the first call of a bucket index recycles
-// the counter of the index budgetSlots earlier.
-func (b *RetryBudget) depositSlow(c *atomic.Uint64, idx int64, tag uint64) {
+// depositAt records a call made at now, the time just read: it moves the
+// current bucket forward, adapts the batch and counts the call, starting
+// the bucket's counter if it is the bucket's first call.
+func (b *RetryBudget) depositAt(now int64) {
+	idx := floorDiv(now, b.width)
+	b.advance(idx)
+	// Readings a quarter bucket apart or less: read half as often; more
+	// than half a bucket: twice as often; more than a bucket: every call.
+	// Races between concurrent readers only blur the adaptation.
+	dt, k := now-b.last.Swap(now), b.batch.Load()
+	switch {
+	case dt > b.width:
+		b.batch.Store(1)
+	case dt > b.width/2 && k > 1:
+		b.batch.Store(k / 2)
+	case dt <= b.width/4 && k < maxBudgetBatch:
+		b.batch.Store(k * 2)
+	}
+	tag := uint64(uint32(idx)) << 32
+	c := &b.calls[floorMod(idx, budgetSlots)]
 	for {
 		w := c.Load()
 		var nw uint64
 		switch {
-		case w&^math.MaxUint32 == tag:
-			if uint32(w) == math.MaxUint32 {
-				return // saturated: an uncounted call only tightens the budget
-			}
-			nw = w + 1
-		default:
+		case w&^math.MaxUint32 != tag:
 			// A new bucket. (Should the counter hold a later one, because
 			// this goroutine stalled for a TTL, the later calls are lost:
 			// fewer calls only tighten the budget.)
 			nw = tag | 1
+		case uint32(w) == math.MaxUint32:
+			return // saturated: an uncounted call only tightens the budget
+		default:
+			nw = w + 1
 		}
 		if c.CompareAndSwap(w, nw) {
+			return
+		}
+	}
+}
+
+// advance makes idx the current bucket, unless a later one already is.
+func (b *RetryBudget) advance(idx int64) {
+	for {
+		cur := b.cur.Load()
+		if idx <= cur || b.cur.CompareAndSwap(cur, idx) {
 			return
 		}
 	}
@@ -182,6 +227,7 @@ func (b *RetryBudget) depositSlow(c *atomic.Uint64, idx int64, tag uint64) {
 // withdraw asks for a retry at now and records it when allowed.
 func (b *RetryBudget) withdraw(now int64) bool {
 	idx := floorDiv(now, b.width)
+	b.advance(idx) // later calls are dated in this bucket, or a later one
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	// Retries count in the current bucket and the budgetBuckets before it:

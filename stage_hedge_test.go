@@ -227,17 +227,20 @@ func TestHedgeContextEnds(t *testing.T) {
 }
 
 func TestHedgeRunsInlineWhenNoHedgeCanStart(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), hedgeDelay/2)
+	// Real time here (AllocsPerRun): a deadline far away, the Delay further.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
 	defer cancel()
-	p := resil.New[int]().Hedge(resil.HedgePolicy{Delay: hedgeDelay})
+	long := resil.New[int]().Hedge(resil.HedgePolicy{Delay: 2 * time.Hour})
 	fn := func(context.Context) (int, error) { return 1, nil }
 	allocs := testing.AllocsPerRun(100, func() {
-		v, err := p.Run(ctx, fn)
+		v, err := long.Run(ctx, fn)
 		if err != nil || v != 1 {
 			panic("unexpected result")
 		}
 	})
 	assert.Zero(t, allocs, "inline: no goroutine, no timer, no context")
+
+	p := resil.New[int]().Hedge(resil.HedgePolicy{Delay: hedgeDelay})
 
 	synctest.Test(t, func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(t.Context(), hedgeDelay)

@@ -153,7 +153,7 @@ func (s retryStage[T]) run(ctx context.Context, n next[T]) (T, error) {
 		start = clock()
 	}
 	if p.budget != nil {
-		p.budget.deposit(clock())
+		p.budget.deposit()
 	}
 	for attempt := 1; ; attempt++ {
 		n.attempt = attempt
