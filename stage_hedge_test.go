@@ -302,7 +302,7 @@ func TestHedgeInsideRetryAndTimeout(t *testing.T) {
 		// the first attempt's timeout.
 		var n atomic.Int32
 		p := resil.New[int]().
-			Timeout(3*hedgeDelay).
+			Timeout(3 * hedgeDelay).
 			Hedge(resil.HedgePolicy{Delay: hedgeDelay}).
 			Timeout(time.Second)
 		start := time.Now()
