@@ -65,6 +65,8 @@ func BenchmarkChaos(b *testing.B) {
 		p    resil.Pipeline[int]
 	}{
 		{"bare", resil.New[int]()},
+		// A stage that does nothing on success, for the cost of any stage.
+		{"fallback", resil.New[int]().Fallback(func(context.Context, error) (int, error) { return 0, nil })},
 		{"zero-rates", resil.New[int]().Chaos(resil.ChaosPolicy{})},
 		{"fault-0.5", resil.New[int]().Chaos(resil.ChaosPolicy{FaultRate: 0.5})},
 		{"fault-0.5-seeded", resil.New[int]().Chaos(resil.ChaosPolicy{FaultRate: 0.5, Seed: 1})},

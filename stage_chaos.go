@@ -9,9 +9,8 @@ import (
 	"time"
 )
 
-// ChaosPolicy configures a Chaos stage. The zero value injects nothing: a
-// Chaos stage with zero rates runs the wrapped stages as if it were not
-// there, at the cost of two comparisons.
+// ChaosPolicy configures a Chaos stage. The zero value injects nothing: with
+// zero rates, Chaos adds no stage at all, so it costs nothing per call.
 type ChaosPolicy struct {
 	// FaultRate is the share of calls that fail with Fault without running
 	// the wrapped stages. Valid: [0, 1], not NaN. 0 means none.
@@ -84,8 +83,8 @@ type chaos struct {
 // faults and delays as it would a misbehaving dependency.
 //
 // A rate of 0 costs no random draw, and a rate of 1 none either; with both
-// rates 0 the stage adds no allocation and almost no time. A delay uses one
-// timer. With a Seed the draws come from one PCG generator behind a mutex,
+// rates 0 (or no Latency and FaultRate 0) Chaos returns p itself, so a
+// Chaos stage configured off costs nothing. A delay uses one timer. With a Seed the draws come from one PCG generator behind a mutex,
 // so the sequence is reproducible for calls made one after another and
 // safe, though not ordered, for concurrent calls; without one they come
 // from math/rand/v2's global generator, which takes no lock. It panics when
@@ -103,6 +102,11 @@ func (p Pipeline[T]) Chaos(policy ChaosPolicy) Pipeline[T] {
 	}
 	if c.latency == 0 {
 		c.latencyRate = 0
+	}
+	if c.faultRate == 0 && c.latencyRate == 0 {
+		// Nothing to inject: no stage at all, so a Chaos stage left in
+		// production with its rates at 0 costs nothing per call.
+		return p
 	}
 	if policy.Seed != 0 {
 		// The second PCG word is derived from the seed so that one number
@@ -142,16 +146,6 @@ func (c *chaos) draw() (delay, fault bool) {
 }
 
 func (s chaosStage[T]) run(ctx context.Context, n next[T]) (T, error) {
-	c := s.c
-	if c.faultRate == 0 && c.latencyRate == 0 {
-		return n.run(ctx) // nothing to inject: no draw, no allocation
-	}
-	return s.inject(ctx, n)
-}
-
-// inject is the path of a stage with a rate above 0, outlined so that the
-// zero-rate path stays small.
-func (s chaosStage[T]) inject(ctx context.Context, n next[T]) (T, error) {
 	c := s.c
 	var zero T
 	delay, fault := c.draw()
