@@ -257,3 +257,29 @@ func TestRetryBudgetPolicyValidate(t *testing.T) {
 		})
 	}
 }
+
+// FuzzRetryBudgetPolicy checks that Validate and NewRetryBudget agree on
+// every policy, and that a valid budget answers without panicking.
+func FuzzRetryBudgetPolicy(f *testing.F) {
+	f.Add(0.2, 10.0, int64(10*time.Second))
+	f.Add(math.Inf(1), 0.0, int64(1))
+	f.Add(math.NaN(), -1.0, int64(-1))
+	f.Add(1e308, 1e308, int64(math.MaxInt64))
+	f.Fuzz(func(t *testing.T, ratio, perSecond float64, ttl int64) {
+		policy := resil.RetryBudgetPolicy{Ratio: ratio, MinPerSecond: perSecond, TTL: time.Duration(ttl)}
+		err := policy.Validate()
+		valid := !math.IsNaN(ratio) && ratio >= 0 && !math.IsNaN(perSecond) && perSecond >= 0 && ttl >= 0
+		if !valid {
+			require.Error(t, err)
+			require.PanicsWithValue(t, err.Error(), func() { resil.NewRetryBudget(policy) })
+			return
+		}
+		require.NoError(t, err)
+		budget := resil.NewRetryBudget(policy)
+		p := resil.New[int]().Retry(resil.RetryPolicy{MaxAttempts: 3, Backoff: resil.Constant(0), Budget: budget})
+		_, err = p.Run(context.Background(), func(context.Context) (int, error) { return 0, errors.New("down") })
+		var re *resil.RetryError
+		require.ErrorAs(t, err, &re)
+		require.GreaterOrEqual(t, re.Attempts, 1)
+	})
+}

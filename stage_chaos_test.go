@@ -261,3 +261,24 @@ func TestChaosPolicyValidate(t *testing.T) {
 		})
 	}
 }
+
+// FuzzChaosPolicy checks that Validate and Chaos agree on every policy: an
+// error exactly when Chaos panics, with the same message.
+func FuzzChaosPolicy(f *testing.F) {
+	f.Add(0.5, 0.5, int64(time.Millisecond), uint64(1))
+	f.Add(math.NaN(), 1.0, int64(0), uint64(0))
+	f.Add(-0.0, 1.0000001, int64(-1), uint64(7))
+	f.Fuzz(func(t *testing.T, faultRate, latencyRate float64, latency int64, seed uint64) {
+		policy := resil.ChaosPolicy{FaultRate: faultRate, LatencyRate: latencyRate, Latency: time.Duration(latency), Seed: seed}
+		err := policy.Validate()
+		valid := !math.IsNaN(faultRate) && faultRate >= 0 && faultRate <= 1 &&
+			!math.IsNaN(latencyRate) && latencyRate >= 0 && latencyRate <= 1 && latency >= 0
+		if valid {
+			require.NoError(t, err)
+			require.NotPanics(t, func() { resil.New[int]().Chaos(policy) })
+			return
+		}
+		require.Error(t, err)
+		require.PanicsWithValue(t, err.Error(), func() { resil.New[int]().Chaos(policy) })
+	})
+}

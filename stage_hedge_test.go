@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -363,5 +364,47 @@ func TestHedgeConcurrentRuns(t *testing.T) {
 			})
 		}
 		wg.Wait()
+	})
+}
+
+func TestHedgeManyAttemptsLeaveNoGoroutine(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// More attempts than the result buffer holds: the losers, cancelled,
+		// must still end (the bubble fails the test on a goroutine left
+		// blocked).
+		var n atomic.Int32
+		p := resil.New[int]().Hedge(resil.HedgePolicy{Delay: time.Millisecond, MaxHedges: 200})
+		start := time.Now()
+		v, err := p.Run(t.Context(), func(ctx context.Context) (int, error) {
+			i := n.Add(1)
+			if i == 150 {
+				return int(i), nil
+			}
+			<-ctx.Done()
+			return 0, ctx.Err()
+		})
+		require.NoError(t, err)
+		assert.Equal(t, 150, v)
+		assert.Equal(t, 149*time.Millisecond, time.Since(start))
+		synctest.Wait()
+		assert.Equal(t, int32(150), n.Load())
+	})
+}
+
+// FuzzHedgePolicy checks that Validate and Hedge agree on every policy.
+func FuzzHedgePolicy(f *testing.F) {
+	f.Add(int64(time.Millisecond), 0)
+	f.Add(int64(0), -1)
+	f.Add(int64(math.MaxInt64), math.MaxInt)
+	f.Fuzz(func(t *testing.T, delay int64, hedges int) {
+		policy := resil.HedgePolicy{Delay: time.Duration(delay), MaxHedges: hedges}
+		err := policy.Validate()
+		if delay > 0 && hedges >= 0 {
+			require.NoError(t, err)
+			require.NotPanics(t, func() { resil.New[int]().Hedge(policy) })
+			return
+		}
+		require.Error(t, err)
+		require.PanicsWithValue(t, err.Error(), func() { resil.New[int]().Hedge(policy) })
 	})
 }
