@@ -116,10 +116,10 @@ const (
 // traffic, outcomes leave the window at most Window/10 early.
 type Breaker struct {
 	// Read on every call, written only on transitions and batch changes.
-	word      atomic.Uint64 // generation<<2 | BreakerState
-	openUntil atomic.Int64  // clock() at which an open period ends
-	shards    []shard       // per-P success counters; len is a power of 2
-	batch     atomic.Uint32 // successes a counter collects before a fold
+	word      atomic.Uint64                    // generation<<2 | BreakerState
+	openUntil atomic.Int64                     // clock() at which an open period ends
+	shards    []shard                          // per-P success counters; len is a power of 2
+	batch     atomic.Uint32                    // successes a counter collects before a fold
 	_         [cacheLine - 8 - 8 - 24 - 4]byte // keeps mu's line apart
 
 	mu sync.Mutex
