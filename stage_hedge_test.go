@@ -247,12 +247,36 @@ func TestHedgeRunsInlineWhenNoHedgeCanStart(t *testing.T) {
 		ctx, cancel := context.WithTimeout(t.Context(), hedgeDelay)
 		defer cancel()
 		var n atomic.Int32
+		caller, ran := goid(), 0
 		_, err := p.Run(ctx, func(ctx context.Context) (int, error) {
 			n.Add(1)
+			ran = goid()
 			return 0, sleepCtx(ctx, time.Hour)
 		})
 		require.Equal(t, context.DeadlineExceeded, err)
 		assert.Equal(t, int32(1), n.Load())
+		assert.Equal(t, caller, ran, "the one attempt runs on the caller's goroutine")
+	})
+}
+
+func TestHedgeRunsAttemptsOnTheirOwnGoroutines(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := resil.New[int]().Hedge(resil.HedgePolicy{Delay: hedgeDelay})
+		caller := goid()
+		var ran [2]atomic.Int64
+		var n atomic.Int32
+		_, err := p.Run(t.Context(), func(ctx context.Context) (int, error) {
+			i := n.Add(1) - 1
+			ran[i].Store(int64(goid()))
+			if i == 0 {
+				return 0, sleepCtx(ctx, time.Hour)
+			}
+			return 1, nil
+		})
+		require.NoError(t, err)
+		assert.NotEqual(t, int64(caller), ran[0].Load(), "the first attempt too, so that a winning hedge need not wait for it")
+		assert.NotEqual(t, int64(caller), ran[1].Load())
+		assert.NotEqual(t, ran[0].Load(), ran[1].Load())
 	})
 }
 

@@ -96,10 +96,10 @@ var defaultBackoff = ExponentialJitter(100*time.Millisecond, 10*time.Second)
 // error is returned unchanged. No wait is begun that would end after
 // MaxElapsed or the context's deadline: Retry gives up at once instead. When
 // attempts run out or Retry gives up early, the error is a *RetryError
-// wrapping the last attempt's error; when the policy's Budget denies a retry,
-// it is one that also matches ErrRetryBudgetExhausted. When the context ends
-// during a wait, or
-// has ended by the time an attempt fails, Run returns at once with an error
+// wrapping the last attempt's error; when the policy's Budget denies a
+// retry, it is one that also matches ErrRetryBudgetExhausted. When the
+// context ends during a wait, or has ended by the time an attempt fails,
+// Run returns at once with an error
 // that matches ctx.Err() and wraps the last attempt's error; when it has
 // ended before the first attempt, Retry returns ctx.Err() without running
 // anything. A running attempt is never cut short: put a Timeout after Retry
