@@ -75,9 +75,10 @@ type hedgeStage[T any] struct {
 // panic in an attempt that ends after Run returned has no caller to reach
 // and is discarded with its result.
 //
-// Put Hedge outside Timeout(perTry), Breaker, Bulkhead and RateLimit, so
-// that each attempt is bounded, counted and admitted on its own, and inside
-// a total Timeout. Hedge only idempotent calls. It panics when policy is
+// Put Hedge outside Timeout(perTry), Breaker, Bulkhead, RateLimit and
+// Retry, so that each attempt is bounded, counted and admitted on its own,
+// and inside a total Timeout, whose deadline tells it which hedges can
+// still run. Hedge only idempotent calls. It panics when policy is
 // invalid (see HedgePolicy.Validate).
 func (p Pipeline[T]) Hedge(policy HedgePolicy) Pipeline[T] {
 	mustValid(policy.Validate())
