@@ -267,7 +267,7 @@ func TestChaosPolicyValidate(t *testing.T) {
 func FuzzChaosPolicy(f *testing.F) {
 	f.Add(0.5, 0.5, int64(time.Millisecond), uint64(1))
 	f.Add(math.NaN(), 1.0, int64(0), uint64(0))
-	f.Add(-0.0, 1.0000001, int64(-1), uint64(7))
+	f.Add(math.Copysign(0, -1), 1.0000001, int64(-1), uint64(7))
 	f.Fuzz(func(t *testing.T, faultRate, latencyRate float64, latency int64, seed uint64) {
 		policy := resil.ChaosPolicy{FaultRate: faultRate, LatencyRate: latencyRate, Latency: time.Duration(latency), Seed: seed}
 		err := policy.Validate()
