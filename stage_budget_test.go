@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/resil-go/resil"
+	"github.com/resil-go/resil/resiltest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -38,8 +39,10 @@ func TestRetryBudgetCapsRetriesOfADeadDependency(t *testing.T) {
 				retry := resil.RetryPolicy{MaxAttempts: 5, Backoff: tt.backoff, Budget: budget}
 				ints := resil.New[int]().Retry(retry)
 				strs := resil.New[string]().Retry(retry)
-				var attempts, calls, denied atomic.Int64
+				var calls, denied atomic.Int64
 				down := errors.New("dependency down")
+				intDep := resiltest.Script[int](resiltest.Fail(down, 1))
+				strDep := resiltest.Script[string](resiltest.Fail(down, 1))
 				const workers, perSecond = 4, 25 // 100 calls per second in all
 				var wg sync.WaitGroup
 				for w := range workers {
@@ -48,15 +51,9 @@ func TestRetryBudgetCapsRetriesOfADeadDependency(t *testing.T) {
 							calls.Add(1)
 							var err error
 							if w%2 == 0 {
-								_, err = ints.Run(t.Context(), func(context.Context) (int, error) {
-									attempts.Add(1)
-									return 0, down
-								})
+								_, err = ints.Run(t.Context(), intDep.Call)
 							} else {
-								_, err = strs.Run(t.Context(), func(context.Context) (string, error) {
-									attempts.Add(1)
-									return "", down
-								})
+								_, err = strs.Run(t.Context(), strDep.Call)
 							}
 							if errors.Is(err, resil.ErrRetryBudgetExhausted) {
 								denied.Add(1)
@@ -79,7 +76,7 @@ func TestRetryBudgetCapsRetriesOfADeadDependency(t *testing.T) {
 				}
 				n := float64(calls.Load())
 				bound := n*(1+ratio) + minPerSecond*math.Max(float64(tt.seconds), ttl.Seconds())
-				got := float64(attempts.Load())
+				got := float64(intDep.Count() + strDep.Count())
 				t.Logf("calls %.0f, attempts %.0f, bound %.0f, without a budget %.0f, denied %d", n, got, bound, 5*n, denied.Load())
 				assert.LessOrEqual(t, got, bound)
 				assert.Positive(t, denied.Load(), "the budget must have denied retries")
@@ -104,14 +101,11 @@ func TestRetryBudgetDenialReturnsAtOnce(t *testing.T) {
 			OnRetry:     func(e resil.RetryEvent) { onRetry = append(onRetry, e) },
 		}).Observe(log)
 		last := errors.New("still down")
-		attempts := 0
+		dep := resiltest.Script[int](resiltest.Fail(last, 1))
 		start := time.Now()
-		_, err := p.Run(t.Context(), func(context.Context) (int, error) {
-			attempts++
-			return 0, last
-		})
+		_, err := p.Run(t.Context(), dep.Call)
 		assert.Equal(t, time.Second, time.Since(start), "one wait, then no wait for the denied retry")
-		assert.Equal(t, 2, attempts)
+		resiltest.AssertAttempts(t, dep, 2)
 		var re *resil.RetryError
 		require.ErrorAs(t, err, &re)
 		assert.Equal(t, 2, re.Attempts)
@@ -127,13 +121,9 @@ func TestRetryBudgetDenialReturnsAtOnce(t *testing.T) {
 
 		// Once the retry has left the window, the reserve is back.
 		time.Sleep(11 * time.Second)
-		attempts = 0
-		_, err = p.Run(t.Context(), func(context.Context) (int, error) {
-			attempts++
-			return 0, last
-		})
+		_, err = p.Run(t.Context(), dep.Call)
 		assert.ErrorIs(t, err, resil.ErrRetryBudgetExhausted)
-		assert.Equal(t, 2, attempts)
+		resiltest.AssertAttempts(t, dep, 4)
 	})
 }
 
@@ -168,20 +158,14 @@ func TestRetryBudgetSharedAcrossTypes(t *testing.T) {
 		budget := resil.NewRetryBudget(resil.RetryBudgetPolicy{MinPerSecond: 0.3, TTL: 10 * time.Second}) // 3 in reserve
 		retry := resil.RetryPolicy{MaxAttempts: 10, Backoff: resil.Constant(0), Budget: budget}
 		down := errors.New("down")
-		n := 0
-		_, err := resil.New[int]().Retry(retry).Run(t.Context(), func(context.Context) (int, error) {
-			n++
-			return 0, down
-		})
+		ints := resiltest.Script[int](resiltest.Fail(down, 1))
+		_, err := resil.New[int]().Retry(retry).Run(t.Context(), ints.Call)
 		require.ErrorIs(t, err, resil.ErrRetryBudgetExhausted)
-		assert.Equal(t, 4, n, "1 + 3 from the reserve (the call's 0.2 does not make a whole retry)")
-		n = 0
-		_, err = resil.New[string]().Retry(retry).Run(t.Context(), func(context.Context) (string, error) {
-			n++
-			return "", down
-		})
+		assert.Equal(t, 4, ints.Count(), "1 + 3 from the reserve (the call's 0.2 does not make a whole retry)")
+		strs := resiltest.Script[string](resiltest.Fail(down, 1))
+		_, err = resil.New[string]().Retry(retry).Run(t.Context(), strs.Call)
 		require.ErrorIs(t, err, resil.ErrRetryBudgetExhausted)
-		assert.Equal(t, 1, n, "3.4 allowed, 3 used: no retry left for the other pipeline")
+		assert.Equal(t, 1, strs.Count(), "3.4 allowed, 3 used: no retry left for the other pipeline")
 	})
 }
 

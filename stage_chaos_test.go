@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/resil-go/resil"
+	"github.com/resil-go/resil/resiltest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -66,13 +67,10 @@ func TestChaosFault(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			log := &evLog{}
 			p := resil.New[int]().Chaos(resil.ChaosPolicy{FaultRate: 1, Fault: tt.fault}).Observe(log)
-			called := false
-			_, err := p.Run(t.Context(), func(context.Context) (int, error) {
-				called = true
-				return 1, nil
-			})
+			dep := resiltest.Script[int](resiltest.Return(1))
+			_, err := p.Run(t.Context(), dep.Call)
 			require.Equal(t, tt.want, err)
-			assert.False(t, called, "a faulted call does not run the wrapped stages")
+			assert.Zero(t, dep.Count(), "a faulted call does not run the wrapped stages")
 			rejected := log.of(resil.EventRejected)
 			require.Len(t, rejected, 1)
 			assert.Equal(t, tt.want, rejected[0].Err)
@@ -84,29 +82,30 @@ func TestChaosFault(t *testing.T) {
 
 func TestChaosFaultIsRetriedLikeARealOne(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
+		dep := resiltest.Script[int](resiltest.Return(1))
 		p := resil.New[int]().
 			Chaos(resil.ChaosPolicy{FaultRate: 0.5, Seed: 7}).
 			Retry(resil.RetryPolicy{MaxAttempts: 20, Backoff: resil.Constant(time.Millisecond)})
 		for range 50 {
-			v, err := p.Run(t.Context(), func(context.Context) (int, error) { return 1, nil })
+			v, err := p.Run(t.Context(), dep.Call)
 			require.NoError(t, err)
 			require.Equal(t, 1, v)
 		}
+		resiltest.AssertAttempts(t, dep, 50) // the injected faults never reached it
 	})
 }
 
 func TestChaosLatency(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
+		dep := resiltest.Script[int](resiltest.Return(3))
 		p := resil.New[int]().Chaos(resil.ChaosPolicy{LatencyRate: 1, Latency: time.Second})
 		start := time.Now()
-		var calledAt time.Duration
-		v, err := p.Run(t.Context(), func(context.Context) (int, error) {
-			calledAt = time.Since(start)
-			return 3, nil
-		})
+		v, err := p.Run(t.Context(), dep.Call)
 		require.NoError(t, err)
 		assert.Equal(t, 3, v)
-		assert.Equal(t, time.Second, calledAt, "the latency is waited before the wrapped stages")
+		calls := dep.Calls()
+		require.Len(t, calls, 1)
+		assert.Equal(t, time.Second, calls[0].Start.Sub(start), "the latency is waited before the wrapped stages")
 	})
 }
 
@@ -115,15 +114,12 @@ func TestChaosLatencyHonoursContext(t *testing.T) {
 		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 		defer cancel()
 		p := resil.New[int]().Chaos(resil.ChaosPolicy{LatencyRate: 1, Latency: time.Hour, FaultRate: 1})
+		dep := resiltest.Script[int](resiltest.Return(1))
 		start := time.Now()
-		called := false
-		_, err := p.Run(ctx, func(context.Context) (int, error) {
-			called = true
-			return 1, nil
-		})
+		_, err := p.Run(ctx, dep.Call)
 		require.Equal(t, context.DeadlineExceeded, err)
 		assert.Equal(t, 100*time.Millisecond, time.Since(start))
-		assert.False(t, called)
+		assert.Zero(t, dep.Count())
 	})
 }
 

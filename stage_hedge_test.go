@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/resil-go/resil"
+	"github.com/resil-go/resil/resiltest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -58,64 +59,52 @@ const hedgeDelay = 100 * time.Millisecond
 
 func TestHedgeFastFirstAttemptStartsNoHedge(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var calls atomic.Int32
+		dep := resiltest.Script[string](resiltest.Return("first").After(hedgeDelay / 2))
 		p := resil.New[string]().Hedge(resil.HedgePolicy{Delay: hedgeDelay})
 		start := time.Now()
-		v, err := p.Run(t.Context(), func(ctx context.Context) (string, error) {
-			calls.Add(1)
-			time.Sleep(hedgeDelay / 2)
-			return "first", nil
-		})
+		v, err := p.Run(t.Context(), dep.Call)
 		require.NoError(t, err)
 		assert.Equal(t, "first", v)
 		assert.Equal(t, hedgeDelay/2, time.Since(start))
 		time.Sleep(10 * hedgeDelay)
-		assert.Equal(t, int32(1), calls.Load(), "no hedge after the first answer")
+		resiltest.AssertAttempts(t, dep, 1)
 	})
 }
 
 func TestHedgeWinnerReturnsAndLosersAreCancelledAtOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		start := time.Now()
-		var cancelledAt atomic.Int64 // when the slow first attempt saw its ctx end
-		var n atomic.Int32
+		dep := resiltest.Script[string](resiltest.Hang(), resiltest.Return("hedge").After(10*time.Millisecond))
 		p := resil.New[string]().Hedge(resil.HedgePolicy{Delay: hedgeDelay})
-		v, err := p.Run(t.Context(), func(ctx context.Context) (string, error) {
-			if n.Add(1) == 1 {
-				err := sleepCtx(ctx, time.Hour)
-				cancelledAt.Store(int64(time.Since(start)))
-				return "", err
-			}
-			time.Sleep(10 * time.Millisecond)
-			return "hedge", nil
-		})
+		start := time.Now()
+		v, err := p.Run(t.Context(), dep.Call)
 		require.NoError(t, err)
 		assert.Equal(t, "hedge", v)
-		assert.Equal(t, hedgeDelay+10*time.Millisecond, time.Since(start), "the hedge's answer is returned when it arrives")
+		won := hedgeDelay + 10*time.Millisecond
+		assert.Equal(t, won, time.Since(start), "the hedge's answer is returned when it arrives")
 		synctest.Wait() // let the loser see its cancellation
-		assert.Equal(t, int64(hedgeDelay+10*time.Millisecond), cancelledAt.Load(), "the loser's ctx ends when the winner answers")
+		calls := dep.Calls()
+		require.Len(t, calls, 2)
+		assert.Equal(t, won, calls[0].End.Sub(start), "the loser's ctx ends when the winner answers")
+		assert.Equal(t, context.Canceled, calls[0].Err)
+		assert.Equal(t, 2, dep.MaxConcurrent())
 	})
 }
 
 func TestHedgeScheduleAndAttemptNumbers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var (
-			mu     sync.Mutex
-			starts []time.Duration
-		)
 		log := &evLog{}
+		boom := errors.New("slow failure")
+		dep := resiltest.Script[int](resiltest.Fail(boom, 4).After(time.Hour))
 		start := time.Now()
 		p := resil.New[int]().Hedge(resil.HedgePolicy{Delay: hedgeDelay, MaxHedges: 3}).Observe(log)
-		boom := errors.New("slow failure")
-		_, err := p.Run(t.Context(), func(ctx context.Context) (int, error) {
-			mu.Lock()
-			starts = append(starts, time.Since(start))
-			mu.Unlock()
-			time.Sleep(time.Hour) // ignores ctx: the schedule alone decides
-			return 0, boom
-		})
+		_, err := p.Run(t.Context(), dep.Call)
 		require.ErrorIs(t, err, boom)
+		var starts []time.Duration
+		for _, c := range dep.Calls() {
+			starts = append(starts, c.Start.Sub(start))
+		}
 		assert.Equal(t, []time.Duration{0, hedgeDelay, 2 * hedgeDelay, 3 * hedgeDelay}, starts)
+		assert.Equal(t, 4, dep.MaxConcurrent())
 		attempts := log.of(resil.EventAttempt)
 		require.Len(t, attempts, 4)
 		for i, e := range attempts {
@@ -126,40 +115,34 @@ func TestHedgeScheduleAndAttemptNumbers(t *testing.T) {
 
 func TestHedgeFailureDoesNotAdvanceSchedule(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
+		dep := resiltest.Script[string](resiltest.Fail(errors.New("fast failure"), 1), resiltest.Return("second"))
 		start := time.Now()
-		var n atomic.Int32
-		var secondAt time.Duration
 		p := resil.New[string]().Hedge(resil.HedgePolicy{Delay: hedgeDelay})
-		v, err := p.Run(t.Context(), func(ctx context.Context) (string, error) {
-			if n.Add(1) == 1 {
-				return "", errors.New("fast failure")
-			}
-			secondAt = time.Since(start)
-			return "second", nil
-		})
+		v, err := p.Run(t.Context(), dep.Call)
 		require.NoError(t, err)
 		assert.Equal(t, "second", v)
-		assert.Equal(t, hedgeDelay, secondAt, "the second attempt waits for its time")
+		calls := dep.Calls()
+		require.Len(t, calls, 2)
+		assert.Equal(t, hedgeDelay, calls[1].Start.Sub(start), "the second attempt waits for its time")
 	})
 }
 
 func TestHedgeAllFailReturnsLastArrivedError(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		start := time.Now()
-		errs := []error{errors.New("e1"), errors.New("e2"), errors.New("e3")}
+		e1 := errors.New("e1")
 		// Attempt 1 fails at 10D, attempt 2 (started at D) at 1.5D,
 		// attempt 3 (started at 2D) at 3D: e1 arrives last.
-		took := []time.Duration{10 * hedgeDelay, hedgeDelay / 2, hedgeDelay}
-		var n atomic.Int32
+		dep := resiltest.Script[int](
+			resiltest.Fail(e1, 1).After(10*hedgeDelay),
+			resiltest.Fail(errors.New("e2"), 1).After(hedgeDelay/2),
+			resiltest.Fail(errors.New("e3"), 1).After(hedgeDelay),
+		)
+		start := time.Now()
 		p := resil.New[int]().Hedge(resil.HedgePolicy{Delay: hedgeDelay, MaxHedges: 2})
-		_, err := p.Run(t.Context(), func(ctx context.Context) (int, error) {
-			i := n.Add(1) - 1
-			time.Sleep(took[i])
-			return 0, errs[i]
-		})
-		require.ErrorIs(t, err, errs[0])
+		_, err := p.Run(t.Context(), dep.Call)
+		require.ErrorIs(t, err, e1)
 		assert.Equal(t, 10*hedgeDelay, time.Since(start))
-		assert.Equal(t, int32(3), n.Load())
+		resiltest.AssertAttempts(t, dep, 3)
 	})
 }
 
@@ -167,15 +150,13 @@ func TestHedgeStopsWhenNoAttemptCanStartBeforeDeadline(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(t.Context(), 2*hedgeDelay+hedgeDelay/2)
 		defer cancel()
+		fail := func(i int) resiltest.Step { return resiltest.Fail(fmt.Errorf("e%d", i), 1).After(hedgeDelay / 10) }
+		dep := resiltest.Script[int](fail(1), fail(2), fail(3), fail(4))
 		start := time.Now()
-		var n atomic.Int32
 		p := resil.New[int]().Hedge(resil.HedgePolicy{Delay: hedgeDelay, MaxHedges: 5})
-		_, err := p.Run(ctx, func(ctx context.Context) (int, error) {
-			i := n.Add(1)
-			time.Sleep(hedgeDelay / 10)
-			return 0, fmt.Errorf("e%d", i)
-		})
+		_, err := p.Run(ctx, dep.Call)
 		require.EqualError(t, err, "e3")
+		resiltest.AssertAttempts(t, dep, 3)
 		assert.Equal(t, 2*hedgeDelay+hedgeDelay/10, time.Since(start), "returns when the third fails, not at the deadline")
 		assert.NoError(t, ctx.Err())
 	})
@@ -215,14 +196,11 @@ func TestHedgeContextEnds(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 3*hedgeDelay+hedgeDelay/2)
 			defer cancel()
-			var n atomic.Int32
+			dep := resiltest.Script[int](resiltest.Hang())
 			p := resil.New[int]().Hedge(resil.HedgePolicy{Delay: hedgeDelay, MaxHedges: 10})
-			_, err := p.Run(ctx, func(ctx context.Context) (int, error) {
-				n.Add(1)
-				return 0, sleepCtx(ctx, time.Hour)
-			})
+			_, err := p.Run(ctx, dep.Call)
 			require.Equal(t, context.DeadlineExceeded, err)
-			assert.Equal(t, int32(4), n.Load())
+			resiltest.AssertAttempts(t, dep, 4)
 		})
 	})
 }
@@ -282,22 +260,15 @@ func TestHedgeRunsAttemptsOnTheirOwnGoroutines(t *testing.T) {
 
 func TestHedgePanicReachesCaller(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var n atomic.Int32
-		var firstErr atomic.Value
-		p := resil.New[int]().Hedge(resil.HedgePolicy{Delay: hedgeDelay})
 		type boom struct{ code int }
-		require.PanicsWithValue(t, boom{42}, func() {
-			_, _ = p.Run(t.Context(), func(ctx context.Context) (int, error) {
-				if n.Add(1) == 1 {
-					err := sleepCtx(ctx, time.Hour)
-					firstErr.Store(err)
-					return 0, err
-				}
-				panic(boom{42})
-			})
-		})
+		dep := resiltest.Script[int](resiltest.Hang(), resiltest.Panic(boom{42}))
+		p := resil.New[int]().Hedge(resil.HedgePolicy{Delay: hedgeDelay})
+		require.PanicsWithValue(t, boom{42}, func() { _, _ = p.Run(t.Context(), dep.Call) })
 		synctest.Wait()
-		assert.Equal(t, context.Canceled, firstErr.Load(), "the other attempts are cancelled")
+		calls := dep.Calls()
+		require.Len(t, calls, 2)
+		assert.Equal(t, context.Canceled, calls[0].Err, "the other attempts are cancelled")
+		assert.True(t, calls[1].Panicked)
 	})
 }
 
@@ -325,20 +296,13 @@ func TestHedgeInsideRetryAndTimeout(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		// Each attempt has its own per-try timeout; the hedge wins before
 		// the first attempt's timeout.
-		var n atomic.Int32
+		dep := resiltest.Script[int](resiltest.Hang(), resiltest.Return(2).After(hedgeDelay))
 		p := resil.New[int]().
 			Timeout(3 * hedgeDelay).
 			Hedge(resil.HedgePolicy{Delay: hedgeDelay}).
 			Timeout(time.Second)
 		start := time.Now()
-		v, err := p.Run(t.Context(), func(ctx context.Context) (int, error) {
-			i := n.Add(1)
-			if i == 1 {
-				return 0, sleepCtx(ctx, time.Hour)
-			}
-			time.Sleep(hedgeDelay)
-			return int(i), nil
-		})
+		v, err := p.Run(t.Context(), dep.Call)
 		require.NoError(t, err)
 		assert.Equal(t, 2, v)
 		assert.Equal(t, 2*hedgeDelay, time.Since(start))
@@ -376,13 +340,8 @@ func TestHedgeConcurrentRuns(t *testing.T) {
 		var wg sync.WaitGroup
 		for g := range 16 {
 			wg.Go(func() {
-				var n atomic.Int32
-				v, err := p.Run(t.Context(), func(ctx context.Context) (int, error) {
-					if n.Add(1) < 3 {
-						return 0, sleepCtx(ctx, time.Hour)
-					}
-					return g, nil
-				})
+				dep := resiltest.Script[int](resiltest.Hang().Times(2), resiltest.Return(g))
+				v, err := p.Run(t.Context(), dep.Call)
 				assert.NoError(t, err)
 				assert.Equal(t, g, v)
 			})
@@ -396,22 +355,16 @@ func TestHedgeManyAttemptsLeaveNoGoroutine(t *testing.T) {
 		// More attempts than the result buffer holds: the losers, cancelled,
 		// must still end (the bubble fails the test on a goroutine left
 		// blocked).
-		var n atomic.Int32
+		dep := resiltest.Script[int](resiltest.Hang().Times(149), resiltest.Return(150))
 		p := resil.New[int]().Hedge(resil.HedgePolicy{Delay: time.Millisecond, MaxHedges: 200})
 		start := time.Now()
-		v, err := p.Run(t.Context(), func(ctx context.Context) (int, error) {
-			i := n.Add(1)
-			if i == 150 {
-				return int(i), nil
-			}
-			<-ctx.Done()
-			return 0, ctx.Err()
-		})
+		v, err := p.Run(t.Context(), dep.Call)
 		require.NoError(t, err)
 		assert.Equal(t, 150, v)
 		assert.Equal(t, 149*time.Millisecond, time.Since(start))
 		synctest.Wait()
-		assert.Equal(t, int32(150), n.Load())
+		resiltest.AssertAttempts(t, dep, 150)
+		assert.Equal(t, 150, dep.MaxConcurrent())
 	})
 }
 
