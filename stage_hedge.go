@@ -59,9 +59,10 @@ type hedgeStage[T any] struct {
 // slow first attempt honoured its cancellation, which is the very tail a
 // hedge is there to cut. So the first attempt runs inline only when no
 // hedge can start: when the context's deadline comes no later than Delay
-// from now. Then Hedge is free (no goroutine, no allocation). Otherwise a
-// call costs a context.WithCancel, a timer, a channel and a goroutine per
-// attempt.
+// from now. Then Hedge starts no goroutine and allocates nothing.
+// Otherwise a call costs a context.WithCancel, a timer, a channel and a
+// goroutine per attempt (8 allocations, about 600 bytes, when the first
+// attempt answers before Delay).
 //
 // When Run returns, the context of every attempt still running has been
 // cancelled; none outlives Run by more than the time its fn takes to honour
