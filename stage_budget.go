@@ -3,6 +3,7 @@ package resil
 import (
 	"math"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,7 +54,7 @@ var ErrRetryBudgetExhausted error = &sentinel{msg: "resil: retry budget exhauste
 type budgetError struct{ r *RetryError }
 
 func (e *budgetError) Error() string {
-	return "resil: retry budget exhausted; " + e.r.Error()[len("resil: "):]
+	return "resil: retry budget exhausted; " + strings.TrimPrefix(e.r.Error(), "resil: ")
 }
 
 func (e *budgetError) Unwrap() error { return e.r }
