@@ -49,7 +49,11 @@ const (
 	// when none is (the Timeout bounds the whole call).
 	EventTimeout
 	// EventRejected: a stage refused the call without running what it
-	// wraps; Err says which (ErrBreakerOpen, ErrBulkheadFull, ...).
+	// wraps, or a Retry stage's budget refused a retry; Err says which
+	// (ErrBreakerOpen, ErrBulkheadFull, ErrRateLimited,
+	// ErrRetryBudgetExhausted, a Chaos fault). Attempt is the attempt
+	// refused when a Retry is around the stage and 0 when none is; for a
+	// refused retry, the attempt whose retry it was.
 	EventRejected
 	// EventFallback: a Fallback stage served the call; Err is the error it
 	// replaced.

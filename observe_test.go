@@ -749,3 +749,74 @@ func TestObserveRejections(t *testing.T) {
 		})
 	})
 }
+
+func TestObserveRejectionsCarryTheAttempt(t *testing.T) {
+	always := func(error) bool { return true }
+	retry2 := resil.RetryPolicy{MaxAttempts: 2, Backoff: resil.Constant(0), RetryIf: always}
+	cases := []struct {
+		name  string
+		build func(o resil.Observer) resil.Pipeline[int]
+		want  []resil.Event
+	}{
+		{
+			name: "breaker inside a retry",
+			build: func(o resil.Observer) resil.Pipeline[int] {
+				b := resil.NewBreaker(resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Hour})
+				return resil.New[int]().Breaker(b).Retry(retry2).Named("p").Observe(o)
+			},
+			want: []resil.Event{
+				ev(evAttempt, 1, nil, 0, 0),
+				evChange(resil.StateClosed, resil.StateOpen),
+				ev(evRetry, 1, errFlaky, 0, 0),
+				ev(evRejected, 2, resil.ErrBreakerOpen, 0, 0),
+				ev(evFailure, 0, resil.ErrBreakerOpen, 0, 0),
+			},
+		},
+		{
+			name: "chaos inside a retry",
+			build: func(o resil.Observer) resil.Pipeline[int] {
+				return resil.New[int]().Chaos(resil.ChaosPolicy{FaultRate: 1}).Retry(retry2).Named("p").Observe(o)
+			},
+			want: []resil.Event{
+				ev(evRejected, 1, resil.ErrChaosFault, 0, 0),
+				ev(evRetry, 1, resil.ErrChaosFault, 0, 0),
+				ev(evRejected, 2, resil.ErrChaosFault, 0, 0),
+				ev(evFailure, 0, resil.ErrChaosFault, 0, 0),
+			},
+		},
+		{
+			name: "chaos around the call",
+			build: func(o resil.Observer) resil.Pipeline[int] {
+				return resil.New[int]().Chaos(resil.ChaosPolicy{FaultRate: 1}).Named("p").Observe(o)
+			},
+			want: []resil.Event{
+				ev(evRejected, 0, resil.ErrChaosFault, 0, 0),
+				ev(evFailure, 0, resil.ErrChaosFault, 0, 0),
+			},
+		},
+		{
+			name: "retry budget denies the retry",
+			build: func(o resil.Observer) resil.Pipeline[int] {
+				budget := resil.NewRetryBudget(resil.RetryBudgetPolicy{Ratio: 1e-9, MinPerSecond: 1e-9, TTL: time.Second})
+				p := retry2
+				p.Budget = budget
+				return resil.New[int]().Retry(p).Named("p").Observe(o)
+			},
+			want: []resil.Event{
+				ev(evAttempt, 1, nil, 0, 0),
+				ev(evRejected, 1, resil.ErrRetryBudgetExhausted, 0, 0),
+				ev(evFailure, 0, resil.ErrRetryBudgetExhausted, 0, 0),
+			},
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var r obsRecorder
+				_, err := c.build(&r).Run(context.Background(), obsScript(obsStep{err: errFlaky}, obsStep{err: errFlaky}))
+				require.Error(t, err)
+				requireEvents(t, c.want, r.take())
+			})
+		})
+	}
+}

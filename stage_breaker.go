@@ -557,7 +557,7 @@ func (s breakerStage[T]) runSlow(ctx context.Context, n next[T], w uint64) (T, e
 	b := s.b
 	var zero T
 	if BreakerState(w&3) == StateOpen && clock() < b.openUntil.Load() {
-		n.emit(ctx, Event{Kind: EventRejected, Err: ErrBreakerOpen})
+		n.emit(ctx, Event{Kind: EventRejected, Attempt: n.attempt, Err: ErrBreakerOpen})
 		return zero, ErrBreakerOpen
 	}
 	t, ok, tr, changed := b.admitSlow()
@@ -565,7 +565,7 @@ func (s breakerStage[T]) runSlow(ctx context.Context, n next[T], w uint64) (T, e
 		n.emitChange(ctx, tr)
 	}
 	if !ok {
-		n.emit(ctx, Event{Kind: EventRejected, Err: ErrBreakerOpen})
+		n.emit(ctx, Event{Kind: EventRejected, Attempt: n.attempt, Err: ErrBreakerOpen})
 		return zero, ErrBreakerOpen
 	}
 	if !t.trial {

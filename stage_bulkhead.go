@@ -238,7 +238,7 @@ func (s bulkheadStage[T]) run(ctx context.Context, n next[T]) (T, error) {
 	if !b.tryAcquire() {
 		if err := b.acquireSlow(ctx); err != nil {
 			if err == ErrBulkheadFull {
-				n.emit(ctx, Event{Kind: EventRejected, Err: err})
+				n.emit(ctx, Event{Kind: EventRejected, Attempt: n.attempt, Err: err})
 			}
 			var zero T
 			return zero, err

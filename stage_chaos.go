@@ -159,7 +159,7 @@ func (s chaosStage[T]) run(ctx context.Context, n next[T]) (T, error) {
 		}
 	}
 	if fault {
-		n.emit(ctx, Event{Kind: EventRejected, Attempt: n.attemptNo(), Err: c.fault})
+		n.emit(ctx, Event{Kind: EventRejected, Attempt: n.attempt, Err: c.fault})
 		return zero, c.fault
 	}
 	return n.run(ctx)

@@ -211,7 +211,7 @@ func (s rateLimitStage[T]) run(ctx context.Context, n next[T]) (T, error) {
 // needs.
 func (s rateLimitStage[T]) reject(ctx context.Context, n next[T], after int64) (T, error) {
 	err := &rateLimitedError{after: time.Duration(after)}
-	n.emit(ctx, Event{Kind: EventRejected, Err: err})
+	n.emit(ctx, Event{Kind: EventRejected, Attempt: n.attempt, Err: err})
 	var zero T
 	return zero, err
 }
