@@ -34,9 +34,11 @@ const (
 	// resil.call.duration: "success", "failure", "timeout", "rejected" or
 	// "canceled" (see NewObserver).
 	KeyOutcome = attribute.Key("resil.outcome")
-	// KeyReason is why a call was rejected, on resil.rejections:
-	// "breaker_open", "bulkhead_full", "rate_limited", or "other" for a
-	// rejection this package does not name.
+	// KeyReason is why a call or a retry was rejected, on
+	// resil.rejections: "breaker_open", "bulkhead_full", "rate_limited",
+	// "retry_budget_exhausted", "chaos_fault" (an injected fault, with
+	// ChaosPolicy.Fault nil), or "other" for a rejection this package does
+	// not name (a custom ChaosPolicy.Fault).
 	KeyReason = attribute.Key("resil.rejection.reason")
 	// KeyState is a breaker state, "closed", "open" or "half-open", on
 	// resil.breaker.transitions (the state entered).
@@ -52,15 +54,21 @@ const (
 	OutcomeCanceled = "canceled"
 )
 
-// rejection maps a rejection error to its reason. The first entry whose
-// error matches (errors.Is) gives the reason; none: "other".
+// rejections maps a rejection's error to its reason. The first entry whose
+// error matches (errors.Is) gives the reason; none: "other". refused says
+// whether a call that ends with that error ran nothing (outcome
+// "rejected"): a denied retry ends a call whose attempts failed, and an
+// injected fault stands for a failure.
 var rejections = []struct {
-	err    error
-	reason string
+	err     error
+	reason  string
+	refused bool
 }{
-	{resil.ErrBreakerOpen, "breaker_open"},
-	{resil.ErrBulkheadFull, "bulkhead_full"},
-	{resil.ErrRateLimited, "rate_limited"},
+	{resil.ErrBreakerOpen, "breaker_open", true},
+	{resil.ErrBulkheadFull, "bulkhead_full", true},
+	{resil.ErrRateLimited, "rate_limited", true},
+	{resil.ErrRetryBudgetExhausted, "retry_budget_exhausted", false},
+	{resil.ErrChaosFault, "chaos_fault", false},
 }
 
 const reasonOther = "other"
@@ -78,18 +86,20 @@ var durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5,
 //	resil.attempts            counter    {attempt}     attempts that called fn
 //	resil.retries             counter    {retry}       retries begun (after a failed attempt)
 //	resil.timeouts            counter    {timeout}     Timeout stages whose deadline ended what they wrap
-//	resil.rejections          counter    {rejection}   calls refused by a stage, by resil.rejection.reason
+//	resil.rejections          counter    {rejection}   calls (or retries) refused by a stage, by resil.rejection.reason
 //	resil.fallbacks           counter    {fallback}    calls a Fallback stage served
 //	resil.breaker.transitions counter    {transition}  breaker state changes, by the resil.breaker.state entered
 //	resil.breaker.state       gauge      {state}       last breaker state reported: 0 closed, 1 open, 2 half-open
 //
 // Every measurement carries resil.pipeline, the pipeline's name. A call's
-// outcome is "success" when it returned no error, "rejected" when its error
-// matches a rejection (resil.ErrBreakerOpen, resil.ErrBulkheadFull,
-// resil.ErrRateLimited), "timeout" when it matches
-// context.DeadlineExceeded (which resil.ErrTimeout does), "canceled" when
-// it matches context.Canceled, and "failure" otherwise. A call served by a
-// Fallback ends as what the fallback returned; resil.fallbacks counts it.
+// outcome is "success" when it returned no error; "rejected" when a stage
+// ran nothing for it (its error matches resil.ErrBreakerOpen,
+// resil.ErrBulkheadFull or resil.ErrRateLimited); "timeout" when its error
+// matches context.DeadlineExceeded (which resil.ErrTimeout does);
+// "canceled" when it matches context.Canceled; and "failure" otherwise (a
+// retry budget's refusal and an injected Chaos fault included). A call
+// served by a Fallback ends as what the fallback returned; resil.fallbacks
+// counts it.
 //
 // resil.breaker.state has a point for each pipeline name whose breaker has
 // reported a state change to this observer: a pipeline reports the changes
@@ -202,7 +212,7 @@ func outcome(err error) string {
 	switch {
 	case err == nil:
 		return OutcomeSuccess
-	case rejectionReason(err) != reasonOther:
+	case refused(err):
 		return OutcomeRejected
 	case errors.Is(err, context.DeadlineExceeded):
 		return OutcomeTimeout
@@ -210,6 +220,16 @@ func outcome(err error) string {
 		return OutcomeCanceled
 	}
 	return OutcomeFailure
+}
+
+// refused reports whether err is that of a call a stage refused.
+func refused(err error) bool {
+	for _, r := range rejections {
+		if errors.Is(err, r.err) {
+			return r.refused
+		}
+	}
+	return false
 }
 
 func rejectionReason(err error) string {

@@ -280,6 +280,8 @@ func TestObserverClassifies(t *testing.T) {
 		{"bulkhead full", resil.ErrBulkheadFull, "bulkhead_full", "rejected"},
 		{"rate limited", resil.ErrRateLimited, "rate_limited", "rejected"},
 		{"wrapped rejection", fmt.Errorf("users: %w", resil.ErrBreakerOpen), "breaker_open", "rejected"},
+		{"retry budget exhausted", resil.ErrRetryBudgetExhausted, "retry_budget_exhausted", "failure"},
+		{"chaos fault", resil.ErrChaosFault, "chaos_fault", "failure"},
 		{"timeout", resil.ErrTimeout, "other", "timeout"},
 		{"caller's deadline", context.DeadlineExceeded, "other", "timeout"},
 		{"canceled", context.Canceled, "other", "canceled"},
