@@ -108,6 +108,12 @@ func (p Pipeline[T]) runObserved(ctx context.Context, fn func(context.Context) (
 	return v, err
 }
 
+// direct reports whether the rest of the chain is fn alone, unobserved. A
+// stage on the hot path then calls n.fn itself, one call less than n.run;
+// it must then not return the value that comes with an error (n.run returns
+// T's zero value instead).
+func (n *next[T]) direct() bool { return n.l == nil && n.m == nil }
+
 // run runs the rest of the chain: the next stage inward, or fn.
 func (n next[T]) run(ctx context.Context) (T, error) {
 	if n.l != nil {

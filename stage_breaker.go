@@ -612,13 +612,22 @@ func (s breakerStage[T]) run(ctx context.Context, n next[T]) (T, error) {
 	}
 	// Closed: nothing is held while the wrapped stages run, so a panic or
 	// Goexit needs no cleanup (and no defer is paid for).
-	v, err := n.run(ctx)
+	var (
+		v   T
+		err error
+	)
+	if n.direct() {
+		v, err = n.fn(ctx)
+	} else {
+		v, err = n.run(ctx)
+	}
 	if err == nil {
 		b.succeedClosed(w >> 2)
 		return v, nil
 	}
 	s.failedClosed(ctx, &n, w>>2, err) // outlined: keeps this frame small
-	return v, err
+	var zero T
+	return zero, err
 }
 
 // failedClosed records the error of a call admitted closed in generation

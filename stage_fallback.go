@@ -21,9 +21,27 @@ func (p Pipeline[T]) Fallback(fn func(ctx context.Context, err error) (T, error)
 }
 
 func (s fallbackStage[T]) run(ctx context.Context, n next[T]) (T, error) {
-	v, err := n.run(ctx)
-	if err == nil || ctx.Err() != nil {
-		return v, err
+	var (
+		v   T
+		err error
+	)
+	if n.direct() {
+		v, err = n.fn(ctx)
+	} else {
+		v, err = n.run(ctx)
+	}
+	if err == nil {
+		return v, nil
+	}
+	return s.fallback(ctx, &n, err)
+}
+
+// fallback handles an error of the wrapped stages: outlined, so that the
+// success path keeps a small frame.
+func (s fallbackStage[T]) fallback(ctx context.Context, n *next[T], err error) (T, error) {
+	if ctx.Err() != nil {
+		var zero T
+		return zero, err
 	}
 	n.emit(ctx, Event{Kind: EventFallback, Err: err})
 	return s.fn(ctx, err)

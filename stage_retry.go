@@ -141,11 +141,19 @@ func (s retryStage[T]) run(ctx context.Context, n next[T]) (T, error) {
 		start = clock()
 	}
 	n.attempt = 1
-	v, err := n.run(ctx)
+	var (
+		v   T
+		err error
+	)
+	if n.direct() {
+		v, err = n.fn(ctx)
+	} else {
+		v, err = n.run(ctx)
+	}
 	if err == nil {
 		return v, nil
 	}
-	return s.retry(ctx, n, start, err)
+	return s.retry(ctx, n, start, err) // v is dropped: see next.direct
 }
 
 // retry goes on after the first attempt failed with err: it decides, waits
