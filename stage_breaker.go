@@ -107,15 +107,20 @@ const (
 // State moves only when calls (or State) look at it: there is no timer and
 // no goroutine. The closed path takes no lock, reads no clock and makes no
 // locked (read-modify-write) memory operation on a success: a success is
-// added to a counter that only the CPU (P) running the call writes, and the
-// counters are
-// folded into the window by the next failure, or once a counter holds a
-// batch of successes. The batch grows (up to 64) only while folds come less
-// than a quarter bucket apart, and shrinks to 1 when traffic slows, so at
-// low rates every success is timed exactly. Folded successes are dated at
-// the previous fold (the one that completed the batch at its own time), so
-// a success may count up to about a bucket early but never late: in steady
-// traffic, outcomes leave the window at most Window/10 early.
+// added to a counter that only the P (the scheduler's CPU slot) running the
+// call writes, and the counters are folded into the window by the next
+// failure, or once a counter holds a batch of successes. The batch grows
+// (up to 64) only while folds come less than a quarter bucket apart, and
+// shrinks to 1 when traffic slows, so at low rates every success is timed
+// exactly. Folded successes are dated at the previous fold (the one that
+// completed the batch at its own time), so a success may count up to about
+// a bucket early but never late: in steady traffic, outcomes leave the
+// window at most Window/10 early. Counts are exact: batching moves when a
+// success is dated, never whether it counts.
+//
+// An open breaker reads the clock on each rejected call, the one cost of
+// its rejected path: OpenFor ends without a timer, so only the time can say
+// that the first call after it must become a trial.
 type Breaker struct {
 	// Read on every call, written only on transitions and batch changes.
 	word      atomic.Uint64                    // generation<<2 | BreakerState
@@ -616,9 +621,14 @@ func (s breakerStage[T]) run(ctx context.Context, n next[T]) (T, error) {
 		v   T
 		err error
 	)
-	if n.direct() {
+	switch l := n.l; { // n.run inlined: see next
+	case l != nil:
+		inner := n
+		inner.l = l.inner
+		v, err = l.stage.run(ctx, inner)
+	case n.m == nil:
 		v, err = n.fn(ctx)
-	} else {
+	default:
 		v, err = n.run(ctx)
 	}
 	if err == nil {

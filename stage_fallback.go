@@ -25,9 +25,14 @@ func (s fallbackStage[T]) run(ctx context.Context, n next[T]) (T, error) {
 		v   T
 		err error
 	)
-	if n.direct() {
+	switch l := n.l; { // n.run inlined: see next
+	case l != nil:
+		inner := n
+		inner.l = l.inner
+		v, err = l.stage.run(ctx, inner)
+	case n.m == nil:
 		v, err = n.fn(ctx)
-	} else {
+	default:
 		v, err = n.run(ctx)
 	}
 	if err == nil {

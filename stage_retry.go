@@ -145,15 +145,20 @@ func (s retryStage[T]) run(ctx context.Context, n next[T]) (T, error) {
 		v   T
 		err error
 	)
-	if n.direct() {
+	switch l := n.l; { // n.run inlined: see next
+	case l != nil:
+		inner := n
+		inner.l = l.inner
+		v, err = l.stage.run(ctx, inner)
+	case n.m == nil:
 		v, err = n.fn(ctx)
-	} else {
+	default:
 		v, err = n.run(ctx)
 	}
 	if err == nil {
 		return v, nil
 	}
-	return s.retry(ctx, n, start, err) // v is dropped: see next.direct
+	return s.retry(ctx, n, start, err) // v is dropped: see next
 }
 
 // retry goes on after the first attempt failed with err: it decides, waits
