@@ -72,6 +72,9 @@ type retryPolicy struct {
 	maxElapsed  time.Duration
 	retryIf     func(error) bool
 	onRetry     func(RetryEvent)
+	// defaultIf: RetryIf was nil, so retryable takes the one-walk path
+	// (markedOrTransient) instead of markOf and then IsTransient.
+	defaultIf bool
 }
 
 // defaultBackoff is RetryPolicy's Backoff when none is given.
@@ -113,12 +116,16 @@ func (p Pipeline[T]) Retry(policy RetryPolicy) Pipeline[T] {
 	}
 	if rp.retryIf == nil {
 		rp.retryIf = IsTransient
+		rp.defaultIf = true
 	}
 	return p.with(retryStage[T]{p: rp})
 }
 
 // retryable reports whether err may be retried: marks first, then RetryIf.
 func (p *retryPolicy) retryable(err error) bool {
+	if p.defaultIf {
+		return markedOrTransient(err)
+	}
 	switch markOf(err) {
 	case markPermanent:
 		return false
