@@ -54,11 +54,59 @@ func main() {
 		fmt.Fprintln(os.Stderr, "benchtable: no benchmark lines on standard input")
 		os.Exit(1)
 	}
+	printSummary(os.Stdout, order, scenarios)
 	for _, sc := range order {
 		printScenario(os.Stdout, sc, scenarios[sc])
 	}
 	printTargets(os.Stdout, scenarios)
 }
+
+// printSummary prints one row per scenario that resil is in: resil's
+// median ns/op and allocs/op, each other system's, and resil's ratio to the
+// fastest of them. Systems are columns in the order they first appear.
+func printSummary(w io.Writer, order []string, all map[string][]result) {
+	var systems []string
+	for _, sc := range order {
+		if _, ok := find(all[sc], "resil"); !ok {
+			continue
+		}
+		for _, r := range all[sc] {
+			if r.system != "resil" && !slices.Contains(systems, r.system) {
+				systems = append(systems, r.system)
+			}
+		}
+	}
+	fmt.Fprintln(w, "\nns/op (allocs/op), medians; the ratio is resil ÷ the fastest other system in the row.")
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "| scenario | resil | %s | resil ÷ fastest |\n", strings.Join(systems, " | "))
+	fmt.Fprintf(w, "|---|---:|%s---:|\n", strings.Repeat("---:|", len(systems)))
+	for _, sc := range order {
+		resil, ok := find(all[sc], "resil")
+		if !ok {
+			continue
+		}
+		cells := make([]string, len(systems))
+		for i, sys := range systems {
+			if r, ok := find(all[sc], sys); ok {
+				cells[i] = cell(r)
+			}
+		}
+		ratio := ""
+		if best, ok := fastestPeer(all[sc]); ok {
+			ratio = fmt.Sprintf("**%.2f** (%s)", resil.ns/best.ns, best.system)
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", sc, cell(resil), strings.Join(cells, " | "), ratio)
+	}
+	if d, ok := all["Direct"]; ok {
+		var floors []string
+		for _, r := range d {
+			floors = append(floors, r.system+" "+cell(r))
+		}
+		fmt.Fprintf(w, "\nFloors (Direct): %s.\n", strings.Join(floors, ", "))
+	}
+}
+
+func cell(r result) string { return fmt.Sprintf("%s (%.0f)", ns(r.ns), r.allocs) }
 
 // parse collects the samples of each scenario and system, in the order
 // they first appear, and reduces them to medians.

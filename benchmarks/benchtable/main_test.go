@@ -62,4 +62,12 @@ func TestTablesShowRatiosAndTargets(t *testing.T) {
 	assert.Contains(t, s, "| RetryOK | fastest peer | 0.545 | ≤ 1 | 0 | yes |")      // holds
 	assert.Contains(t, s, "| NoTimeoutOK | Direct/bare | 10.000 | ≤ 12 | 0 | yes |") // 30 / 3
 	assert.NotContains(t, s, "| BreakerOK |", "a scenario that was not run has no target row")
+
+	out.Reset()
+	printSummary(&out, order, all)
+	s = out.String()
+	assert.Contains(t, s, "| scenario | resil | peer | other+combo | resil ÷ fastest |")
+	assert.Contains(t, s, "| RetryOK | 12.0 (0) | 22.0 (1) | 90.0 (2) | **0.55** (peer) |")
+	assert.Contains(t, s, "| NoTimeoutOK | 30.0 (0) |  |  |  |")
+	assert.Contains(t, s, "Floors (Direct): bare 3.00 (0).")
 }
