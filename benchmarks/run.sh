@@ -6,7 +6,7 @@
 #
 #   benchmarks/run.sh                 # all scenarios, 10 rounds
 #   COUNT=20 benchmarks/run.sh        # more samples
-#   BENCH='BreakerOK|RetryOK' benchmarks/run.sh
+#   BENCH='BreakerOK|RetryOK' benchmarks/run.sh   # scenarios whose name matches
 #
 # Raw results are kept in $OUT (default benchmarks/results/bench.txt) so the
 # tables can be printed again without rerunning:
@@ -26,13 +26,22 @@ mkdir -p "$(dirname "$OUT")"
 bin=$(mktemp -d)/benchmarks.test
 trap 'rm -rf "$(dirname "$bin")"' EXIT
 go test -c -o "$bin" .
-# COUNT rounds of one run of every benchmark, rather than -count COUNT:
-# the systems of a scenario then take turns, so a burst of load on the
-# machine slows them alike instead of one system's whole series.
+# COUNT rounds, each running every scenario once, each scenario in a fresh
+# process, rather than -count COUNT: the systems of a scenario take turns
+# under the same load, and no scenario inherits another's heap, timers or
+# goroutines (hystrix's monitors, eapache's open-breaker sleeper), which
+# would tax the allocating scenarios that happen to run later.
+scenarios=$("$bin" -test.list '^Benchmark' | grep -E -- "$BENCH" || true)
+if [ -z "$scenarios" ]; then
+	echo "no benchmark matches BENCH='$BENCH'" >&2
+	exit 1
+fi
 : > "$OUT"
 for round in $(seq "$COUNT"); do
-	echo "# round $round/$COUNT: benchmarks.test -test.bench '$BENCH' -test.benchtime $BENCHTIME" >&2
-	(cd . && "$bin" -test.run '^$' -test.bench "$BENCH" -test.benchtime "$BENCHTIME" -test.count 1) | tee -a "$OUT" >&2
+	echo "# round $round/$COUNT, -test.benchtime $BENCHTIME" >&2
+	for s in $scenarios; do
+		"$bin" -test.run '^$' -test.bench "^$s\$" -test.benchtime "$BENCHTIME" -test.count 1 | tee -a "$OUT" >&2
+	done
 done
 
 echo
