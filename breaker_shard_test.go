@@ -2,6 +2,7 @@ package resil
 
 import (
 	"math"
+	"runtime"
 	"sync"
 	"testing"
 
@@ -96,4 +97,22 @@ func TestBreakerShardCountWraps(t *testing.T) {
 	for i := range b.shards {
 		assert.Zero(t, b.shards[i].w>>32, "the count must not carry into the generation")
 	}
+}
+
+func TestBreakerCountsSuccessesWhenGOMAXPROCSGrows(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	b := NewBreaker(BreakerPolicy{})
+	require.Len(t, b.shards, 1)
+	runtime.GOMAXPROCS(4) // Ps 1-3 have no shard: their successes spill
+	const goroutines, each = 8, 5000
+	var wg sync.WaitGroup
+	for range goroutines {
+		wg.Go(func() {
+			for range each {
+				b.succeedClosed(0)
+			}
+		})
+	}
+	wg.Wait()
+	assert.Equal(t, uint64(goroutines*each), foldedSuccesses(b))
 }
