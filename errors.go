@@ -186,7 +186,7 @@ func transientRule(err error) (transient, decided bool) {
 		if t, ok := err.(interface{ Transient() bool }); ok {
 			return t.Transient(), true
 		}
-		if is(err, context.Canceled) || is(err, ErrBreakerOpen) {
+		if failFast(err) {
 			return false, true
 		}
 		switch e := err.(type) {
@@ -206,16 +206,65 @@ func transientRule(err error) (transient, decided bool) {
 	return false, false
 }
 
-// is reports whether err itself (not its chain) matches target, as one step
-// of errors.Is does.
-func is(err, target error) bool {
-	if err == target {
+// failFast reports whether err itself (not its chain) is context.Canceled or
+// ErrBreakerOpen, as one step of errors.Is would find: rule 4 of
+// IsTransient. The Is method is looked up once for both.
+func failFast(err error) bool {
+	if err == context.Canceled || err == ErrBreakerOpen {
 		return true
 	}
-	if x, ok := err.(interface{ Is(error) bool }); ok {
-		return x.Is(target)
+	x, ok := err.(interface{ Is(error) bool })
+	return ok && (x.Is(context.Canceled) || x.Is(ErrBreakerOpen))
+}
+
+// markedOrTransient is what a Retry stage with the default RetryIf decides:
+// the first mark in err's chain (markOf), else IsTransient(err), in one
+// walk of the chain instead of two. err is not nil.
+func markedOrTransient(err error) bool {
+	m, v, decided := markAndRule(err)
+	switch {
+	case m != unmarked:
+		return m == markTransient
+	case decided:
+		return v
 	}
-	return false
+	return true
+}
+
+// markAndRule walks err's chain as errors.Is does and returns the first
+// mark, and the first decision of rules 3-4 of IsTransient (a mark, rule 2,
+// ends the walk, so it is only ever the first mark).
+func markAndRule(err error) (m mark, transient, decided bool) {
+	for err != nil {
+		if e, ok := err.(*markedError); ok {
+			return e.mark, transient, decided
+		}
+		if !decided {
+			if t, ok := err.(interface{ Transient() bool }); ok {
+				transient, decided = t.Transient(), true
+			} else if failFast(err) {
+				transient, decided = false, true
+			}
+		}
+		switch e := err.(type) {
+		case interface{ Unwrap() error }:
+			err = e.Unwrap()
+		case interface{ Unwrap() []error }:
+			for _, inner := range e.Unwrap() {
+				im, it, id := markAndRule(inner)
+				if im != unmarked {
+					return im, transient, decided
+				}
+				if !decided && id {
+					transient, decided = it, true
+				}
+			}
+			return unmarked, transient, decided
+		default:
+			return unmarked, transient, decided
+		}
+	}
+	return unmarked, transient, decided
 }
 
 // retryAfter returns the first RetryAfter hint found in err's chain, in the

@@ -2,7 +2,6 @@ package resil_test
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"testing"
@@ -18,9 +17,7 @@ type nopObserver struct{}
 
 func (nopObserver) Observe(context.Context, resil.Event) {}
 
-var errBench = errors.New("bench: flaky")
-
-func benchPipelines() []struct {
+func observedPipelines() []struct {
 	name string
 	p    resil.Pipeline[int]
 	fn   func(context.Context) (int, error)
@@ -57,7 +54,7 @@ func benchPipelines() []struct {
 
 func BenchmarkUnobserved(b *testing.B) {
 	ctx := context.Background()
-	for _, c := range benchPipelines() {
+	for _, c := range observedPipelines() {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {

@@ -487,9 +487,9 @@ func runRecovered(p resil.Pipeline[int], fn func(context.Context) (int, error)) 
 	return nil
 }
 
-// openBreaker returns a breaker that was tripped and whose open period has
+// halfOpenBreaker returns a breaker that was tripped and whose open period has
 // passed: the next call is its only half-open trial.
-func openBreaker(t *testing.T) *resil.Breaker {
+func halfOpenBreaker(t *testing.T) *resil.Breaker {
 	t.Helper()
 	b := resil.NewBreaker(resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Second, HalfOpenCalls: 1})
 	_, _ = resil.New[int]().Breaker(b).Run(context.Background(), obsScript(obsStep{err: errFlaky}))
@@ -512,7 +512,7 @@ func TestPanickingObserverLeavesBreakerConsistent(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				b := openBreaker(t)
+				b := halfOpenBreaker(t)
 				obs := &panicky{on: c.on, armed: true}
 				p := resil.New[int]().Breaker(b).Observe(obs)
 				calls := 0
@@ -673,7 +673,7 @@ func TestObserverSharedByConcurrentCalls(t *testing.T) {
 
 func TestObserverCostsNoAllocation(t *testing.T) {
 	ctx := context.Background()
-	for _, c := range benchPipelines() {
+	for _, c := range observedPipelines() {
 		t.Run(c.name, func(t *testing.T) {
 			plain := testing.AllocsPerRun(200, func() { _, _ = c.p.Run(ctx, c.fn) })
 			observed := c.p.Named("p").Observe(nopObserver{})
@@ -690,7 +690,7 @@ func TestObserverCostsNoAllocation(t *testing.T) {
 
 func BenchmarkObserved(b *testing.B) {
 	ctx := context.Background()
-	for _, c := range benchPipelines() {
+	for _, c := range observedPipelines() {
 		p := c.p.Named("p").Observe(nopObserver{})
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()

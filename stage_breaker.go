@@ -8,7 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	_ "unsafe" // go:linkname, for the per-P success counters
+	"unsafe" // go:linkname and Sizeof, for the per-P success counters
 )
 
 // BreakerPolicy configures a circuit breaker. The zero value is valid: trip
@@ -105,22 +105,35 @@ const (
 // zero Breaker is not usable.
 //
 // State moves only when calls (or State) look at it: there is no timer and
-// no goroutine. The closed path takes no lock and reads no clock on a
-// success: a success is added to a per-CPU counter, and the counters are
-// folded into the window by the next failure, or once a counter holds a
-// batch of successes. The batch grows (up to 64) only while folds come less
-// than a quarter bucket apart, and shrinks to 1 when traffic slows, so at
-// low rates every success is timed exactly. Folded successes are dated at
-// the previous fold (the one that completed the batch at its own time), so
-// a success may count up to about a bucket early but never late: in steady
-// traffic, outcomes leave the window at most Window/10 early.
+// no goroutine. The closed path takes no lock, reads no clock and makes no
+// locked (read-modify-write) memory operation on a success: a success is
+// added to a counter that only the P (the scheduler's CPU slot) running the
+// call writes, and the counters are folded into the window by the next
+// failure, or once a counter holds a batch of successes. The batch grows
+// (up to 64) only while folds come less than a quarter bucket apart, and
+// shrinks to 1 when traffic slows, so at low rates every success is timed
+// exactly. Folded successes are dated at the previous fold (the one that
+// completed the batch at its own time), so a success may count up to about
+// a bucket early but never late: in steady traffic, outcomes leave the
+// window at most Window/10 early. Counts are exact: batching moves when a
+// success is dated, never whether it counts.
+//
+// An open breaker reads the clock on each rejected call, the one cost of
+// its rejected path: OpenFor ends without a timer, so only the time can say
+// that the first call after it must become a trial.
 type Breaker struct {
 	// Read on every call, written only on transitions and batch changes.
 	word      atomic.Uint64                    // generation<<2 | BreakerState
 	openUntil atomic.Int64                     // clock() at which an open period ends
-	shards    []shard                          // per-P success counters; len is a power of 2
+	shards    []shard                          // per-P success counters, one per P at NewBreaker
 	batch     atomic.Uint32                    // successes a counter collects before a fold
 	_         [cacheLine - 8 - 8 - 24 - 4]byte // keeps mu's line apart
+
+	// spill counts the successes of calls whose P has no shard (GOMAXPROCS
+	// grew after NewBreaker, or a 32-bit platform): generation<<32 | count,
+	// shared, so updated with compare-and-swap and reset by the fold.
+	spill atomic.Uint64
+	_     [cacheLine - 8]byte
 
 	mu sync.Mutex
 	// Guarded by mu.
@@ -140,14 +153,37 @@ type Breaker struct {
 	reporting     bool
 }
 
-// shard counts successes of the closed state. Its high 32 bits hold the
-// generation the count belongs to, so a success of a call admitted before a
-// transition is dropped by a failed compare instead of counting in the new
-// window. One per P, padded so that CPUs never share a cache line.
+// shard counts the successes of the closed state on one P.
+//
+// w is generation<<32 | count (the generation's low 32 bits; the count
+// modulo 2^32). Only a goroutine running on the shard's P, pinned to it
+// (runtime.procPin: not preempted, so no other goroutine runs there), ever
+// writes w, so a success is a plain load and store: no lock prefix, no
+// compare-and-swap, which on the closed path would cost more than the rest
+// of the stage. The fold reads w with an atomic load while its owner may be
+// writing it: a race by design, harmless because w is one aligned machine
+// word (the Go memory model guarantees that such a read returns a value that
+// was written, never a torn one; on 32-bit platforms, where it is two
+// words, the shards are not used and every success goes to spill). The
+// writer is marked go:norace so that the race detector, which cannot know
+// this, checks everything else.
+//
+// A count belongs to the generation in its tag: the owner restarts the
+// count at 1 when a call admitted in a newer generation succeeds, and drops
+// the success of a call admitted in an older one, so a success of a call
+// admitted before a transition never counts in the new window. The fold
+// never writes w: it keeps in folded how much of the count it has already
+// moved into the window, and takes the difference (modulo 2^32, so the
+// count may wrap).
 type shard struct {
-	w atomic.Uint64
-	_ [cacheLine - 8]byte
+	w      uint64
+	folded atomic.Uint32 // the count up to which the fold has taken successes; written under mu
+	_      [cacheLine - 8 - 4]byte
 }
+
+// wordAtomic reports whether a plain uint64 store is one indivisible write,
+// which the per-P shards need (see shard).
+const wordAtomic = unsafe.Sizeof(uintptr(0)) == 8
 
 type bucket struct{ ok, fail uint64 }
 
@@ -199,11 +235,9 @@ func NewBreaker(policy BreakerPolicy) *Breaker {
 	if b.failureIf == nil {
 		b.failureIf = IsTransient
 	}
-	n := 1
-	for n < runtime.GOMAXPROCS(0) {
-		n *= 2
+	if wordAtomic {
+		b.shards = make([]shard, runtime.GOMAXPROCS(0))
 	}
-	b.shards = make([]shard, n)
 	b.batch.Store(1)
 	now := clock()
 	b.cur = floorDiv(now, b.width)
@@ -240,23 +274,54 @@ func (b *Breaker) classify(err error) outcome {
 }
 
 // succeedClosed records a success of a call admitted closed in generation
-// gen. No lock, no clock: one compare-and-swap on this P's counter.
+// gen. No lock, no clock, no locked instruction: a plain increment of this
+// P's counter (see shard for why that is safe, and why the race detector is
+// told to look away).
+//
+//go:norace
 func (b *Breaker) succeedClosed(gen uint64) {
-	tag := gen << 32
-	sh := &b.shards[procPin()&(len(b.shards)-1)]
+	pid := procPin()
+	if pid >= len(b.shards) {
+		procUnpin()
+		b.succeedSpill(gen)
+		return
+	}
+	sh := &b.shards[pid]
+	w, g := sh.w, uint32(gen)
+	switch tag := uint32(w >> 32); {
+	case tag == g:
+		w = w&^math.MaxUint32 | uint64(uint32(w)+1)
+	case int32(g-tag) > 0: // the first success of a newer generation here
+		w = uint64(g)<<32 | 1
+	default: // admitted before a transition that this P has already seen
+		procUnpin()
+		return
+	}
+	sh.w = w
+	procUnpin()
+	// Unfolded successes of this shard, modulo 2^32. Read after unpinning:
+	// the owner may be another P by now, which only makes the count
+	// approximate, and the fold checks the generation again.
+	if uint32(w)-sh.folded.Load() >= b.batch.Load() {
+		b.foldBatch(gen)
+	}
+}
+
+// succeedSpill is succeedClosed for a P without a shard: a
+// compare-and-swap on the shared spill counter.
+func (b *Breaker) succeedSpill(gen uint64) {
+	tag := uint64(uint32(gen)) << 32
 	var n uint32
 	for {
-		w := sh.w.Load()
+		w := b.spill.Load()
 		if w&^math.MaxUint32 != tag {
-			procUnpin()
 			return // a transition came in between: the outcome is stale
 		}
-		if sh.w.CompareAndSwap(w, w+1) {
+		if b.spill.CompareAndSwap(w, w+1) {
 			n = uint32(w) + 1
 			break
 		}
 	}
-	procUnpin()
 	if n >= b.batch.Load() {
 		b.foldBatch(gen)
 	}
@@ -276,19 +341,28 @@ func (b *Breaker) foldBatch(gen uint64) {
 // fold, and adapts the batch size to the time between folds. Called with mu
 // held, in the closed state.
 func (b *Breaker) fold(now int64, trigger bool) {
-	tag := b.word.Load() >> 2 << 32
+	gen := uint32(b.word.Load() >> 2)
 	var pending uint64
 	for i := range b.shards {
 		sh := &b.shards[i]
-		for {
-			w := sh.w.Load()
-			if uint32(w) == 0 || w&^math.MaxUint32 != tag {
-				break
-			}
-			if sh.w.CompareAndSwap(w, tag) {
-				pending += uint64(uint32(w))
-				break
-			}
+		w := atomic.LoadUint64(&sh.w) // races with the owner by design: see shard
+		if uint32(w>>32) != gen {
+			continue // nothing counted in this generation yet
+		}
+		if d := uint32(w) - sh.folded.Load(); d != 0 {
+			pending += uint64(d)
+			sh.folded.Store(uint32(w))
+		}
+	}
+	tag := uint64(gen) << 32
+	for {
+		w := b.spill.Load()
+		if uint32(w) == 0 || w&^math.MaxUint32 != tag {
+			break
+		}
+		if b.spill.CompareAndSwap(w, tag) {
+			pending += uint64(uint32(w))
+			break
 		}
 	}
 	b.roll(now)
@@ -373,10 +447,13 @@ func (b *Breaker) setState(to BreakerState, now int64) transition {
 	old := b.word.Load()
 	gen := old>>2 + 1
 	// The counters take the new generation before the word does, so that a
-	// call admitted in it never finds a counter of the old one.
+	// call admitted in it never finds a counter of the old one. A shard
+	// takes it from its first success in the new generation (see shard):
+	// nothing of it is folded yet.
 	for i := range b.shards {
-		b.shards[i].w.Store(gen << 32)
+		b.shards[i].folded.Store(0)
 	}
+	b.spill.Store(uint64(uint32(gen)) << 32)
 	if to == StateOpen {
 		b.openUntil.Store(now + b.openFor)
 	}
@@ -540,17 +617,37 @@ func (s breakerStage[T]) run(ctx context.Context, n next[T]) (T, error) {
 	}
 	// Closed: nothing is held while the wrapped stages run, so a panic or
 	// Goexit needs no cleanup (and no defer is paid for).
-	v, err := n.run(ctx)
+	var (
+		v   T
+		err error
+	)
+	switch l := n.l; { // n.run inlined: see next
+	case l != nil:
+		inner := n
+		inner.l = l.inner
+		v, err = l.stage.run(ctx, inner)
+	case n.m == nil:
+		v, err = n.fn(ctx)
+	default:
+		v, err = n.run(ctx)
+	}
 	if err == nil {
 		b.succeedClosed(w >> 2)
 		return v, nil
 	}
-	if b.classify(err) == failure {
-		if tr, ok := b.failClosed(w >> 2); ok {
+	s.failedClosed(ctx, &n, w>>2, err) // outlined: keeps this frame small
+	var zero T
+	return zero, err
+}
+
+// failedClosed records the error of a call admitted closed in generation
+// gen.
+func (s breakerStage[T]) failedClosed(ctx context.Context, n *next[T], gen uint64, err error) {
+	if s.b.classify(err) == failure {
+		if tr, ok := s.b.failClosed(gen); ok {
 			n.emitChange(ctx, tr)
 		}
 	}
-	return v, err
 }
 
 func (s breakerStage[T]) runSlow(ctx context.Context, n next[T], w uint64) (T, error) {

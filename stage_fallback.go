@@ -21,9 +21,32 @@ func (p Pipeline[T]) Fallback(fn func(ctx context.Context, err error) (T, error)
 }
 
 func (s fallbackStage[T]) run(ctx context.Context, n next[T]) (T, error) {
-	v, err := n.run(ctx)
-	if err == nil || ctx.Err() != nil {
-		return v, err
+	var (
+		v   T
+		err error
+	)
+	switch l := n.l; { // n.run inlined: see next
+	case l != nil:
+		inner := n
+		inner.l = l.inner
+		v, err = l.stage.run(ctx, inner)
+	case n.m == nil:
+		v, err = n.fn(ctx)
+	default:
+		v, err = n.run(ctx)
+	}
+	if err == nil {
+		return v, nil
+	}
+	return s.fallback(ctx, &n, err)
+}
+
+// fallback handles an error of the wrapped stages: outlined, so that the
+// success path keeps a small frame.
+func (s fallbackStage[T]) fallback(ctx context.Context, n *next[T], err error) (T, error) {
+	if ctx.Err() != nil {
+		var zero T
+		return zero, err
 	}
 	n.emit(ctx, Event{Kind: EventFallback, Err: err})
 	return s.fn(ctx, err)

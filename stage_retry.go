@@ -80,6 +80,9 @@ type retryPolicy struct {
 	retryIf     func(error) bool
 	onRetry     func(RetryEvent)
 	budget      *RetryBudget
+	// defaultIf: RetryIf was nil, so retryable takes the one-walk path
+	// (markedOrTransient) instead of markOf and then IsTransient.
+	defaultIf bool
 }
 
 // defaultBackoff is RetryPolicy's Backoff when none is given.
@@ -124,12 +127,16 @@ func (p Pipeline[T]) Retry(policy RetryPolicy) Pipeline[T] {
 	}
 	if rp.retryIf == nil {
 		rp.retryIf = IsTransient
+		rp.defaultIf = true
 	}
 	return p.with(retryStage[T]{p: rp})
 }
 
 // retryable reports whether err may be retried: marks first, then RetryIf.
 func (p *retryPolicy) retryable(err error) bool {
+	if p.defaultIf {
+		return markedOrTransient(err)
+	}
 	switch markOf(err) {
 	case markPermanent:
 		return false
@@ -139,27 +146,58 @@ func (p *retryPolicy) retryable(err error) bool {
 	return p.retryIf(err)
 }
 
+// run makes the first attempt and returns on success; retries happen in
+// retry. The split keeps the path of a call that succeeds at once small: no
+// timer, no loop state, a small frame.
 func (s retryStage[T]) run(ctx context.Context, n next[T]) (T, error) {
-	var zero T
 	if err := ctx.Err(); err != nil {
+		var zero T
 		return zero, err
 	}
-	p := s.p
-	var (
-		start int64 // when the first attempt started; read only if needed
-		timer *time.Timer
-	)
-	if p.maxElapsed > 0 {
+	var start int64 // when the first attempt started; read only if needed
+	if s.p.maxElapsed > 0 {
 		start = clock()
 	}
-	if p.budget != nil {
-		p.budget.deposit()
+	if s.p.budget != nil {
+		s.p.budget.deposit() // a call is one run of this stage
 	}
+	n.attempt = 1
+	var (
+		v   T
+		err error
+	)
+	switch l := n.l; { // n.run inlined: see next
+	case l != nil:
+		inner := n
+		inner.l = l.inner
+		v, err = l.stage.run(ctx, inner)
+	case n.m == nil:
+		v, err = n.fn(ctx)
+	default:
+		v, err = n.run(ctx)
+	}
+	if err == nil {
+		return v, nil
+	}
+	return s.retry(ctx, n, start, err) // v is dropped: see next
+}
+
+// retry goes on after the first attempt failed with err: it decides, waits
+// and makes the next attempts.
+func (s retryStage[T]) retry(ctx context.Context, n next[T], start int64, err error) (T, error) {
+	var (
+		zero  T
+		v     T
+		timer *time.Timer
+	)
+	p := s.p
 	for attempt := 1; ; attempt++ {
-		n.attempt = attempt
-		v, err := n.run(ctx)
-		if err == nil {
-			return v, nil
+		if attempt > 1 {
+			n.attempt = attempt
+			v, err = n.run(ctx)
+			if err == nil {
+				return v, nil
+			}
 		}
 		if !p.retryable(err) {
 			return v, err

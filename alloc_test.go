@@ -1,0 +1,55 @@
+package resil_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestAllocs pins the allocation budget of the hot paths: a call that needs
+// no context of its own allocates nothing, and a Timeout stage allocates no
+// more than the context.WithTimeout it is built on. A regression here fails
+// go test, not just a benchmark nobody reads.
+func TestAllocs(t *testing.T) {
+	ctx := context.Background()
+	floor := testing.AllocsPerRun(200, func() {
+		tctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, _ = okFn(tctx)
+		cancel()
+	})
+	require.NotZero(t, floor, "context.WithTimeout allocates: the floor below must mean something")
+
+	budget := map[string]float64{
+		"Empty":                0,
+		"Retry":                0,
+		"RetryFail2":           0, // zero delay: no timer; the error is preallocated
+		"Breaker":              0, // closed, success: a per-P counter, no lock, no clock
+		"BreakerOpen":          0, // rejected: ErrBreakerOpen as it is
+		"Fallback":             0,
+		"RetryBreaker":         0,
+		"RetryBreakerFallback": 0,
+		"Timeout":              floor,
+		"Full":                 floor,
+	}
+	for _, c := range benchPipelines(t) {
+		t.Run(c.name, func(t *testing.T) {
+			want, ok := budget[c.name]
+			require.True(t, ok, "no budget for %s", c.name)
+			var (
+				v   int
+				err error
+			)
+			got := testing.AllocsPerRun(200, func() { v, err = c.p.Run(ctx, c.fn) })
+			if c.ok {
+				require.NoError(t, err)
+				require.Equal(t, 42, v)
+			} else {
+				require.Error(t, err)
+			}
+			assert.LessOrEqual(t, got, want, "allocs per Run of %s", c.name)
+		})
+	}
+}
