@@ -116,10 +116,10 @@ const (
 // traffic, outcomes leave the window at most Window/10 early.
 type Breaker struct {
 	// Read on every call, written only on transitions and batch changes.
-	word      atomic.Uint64 // generation<<2 | BreakerState
-	openUntil atomic.Int64  // clock() at which an open period ends
-	shards    []shard       // per-P success counters; len is a power of 2
-	batch     atomic.Uint32 // successes a counter collects before a fold
+	word      atomic.Uint64                    // generation<<2 | BreakerState
+	openUntil atomic.Int64                     // clock() at which an open period ends
+	shards    []shard                          // per-P success counters; len is a power of 2
+	batch     atomic.Uint32                    // successes a counter collects before a fold
 	_         [cacheLine - 8 - 8 - 24 - 4]byte // keeps mu's line apart
 
 	mu sync.Mutex
@@ -138,6 +138,7 @@ type Breaker struct {
 	passed        int   // half-open trials that succeeded
 	queue         []transition
 	reporting     bool
+	share         *breakerShare // nil unless made by NewSharedBreaker (shared_state.go)
 }
 
 // shard counts successes of the closed state. Its high 32 bits hold the
@@ -355,6 +356,7 @@ func (b *Breaker) failClosed(gen uint64) (transition, bool) {
 		ok += r.ok
 		fail += r.fail
 	}
+	ok, fail = b.share.fleet(ok, fail) // the fleet's counts, if shared: no I/O
 	var tr transition
 	tripped := ok+fail >= b.minCalls && float64(fail)/float64(ok+fail) >= b.ratio
 	if tripped {
@@ -362,6 +364,7 @@ func (b *Breaker) failClosed(gen uint64) (transition, bool) {
 	}
 	b.mu.Unlock()
 	if tripped {
+		b.share.tripped() // non-blocking: the share tells the fleet in the background
 		b.report()
 	}
 	return tr, tripped
@@ -386,6 +389,7 @@ func (b *Breaker) setState(to BreakerState, now int64) transition {
 	b.lastFold = now
 	b.batch.Store(1)
 	b.trials, b.passed = 0, 0
+	b.share.clear()
 	tr := transition{from: BreakerState(old & 3), to: to}
 	if b.onChange != nil {
 		b.queue = append(b.queue, tr)
@@ -428,6 +432,9 @@ func (b *Breaker) admitSlow() (t ticket, ok bool, tr transition, changed bool) {
 	if changed {
 		b.report()
 	}
+	if ok && t.trial && !b.share.acquireTrial(b, t.gen) {
+		ok = false // a shared breaker's trial also needs a fleet-wide place
+	}
 	return t, ok, tr, changed
 }
 
@@ -435,6 +442,7 @@ func (b *Breaker) admitSlow() (t ticket, ok bool, tr transition, changed bool) {
 // generation gen: a success towards closing, a failure reopens, an ignored
 // outcome gives the trial's place back.
 func (b *Breaker) settleTrial(gen uint64, o outcome) (transition, bool) {
+	fleet := b.share.settle(o) // ShareUnavailable for a local breaker
 	b.mu.Lock()
 	if b.word.Load()>>2 != gen {
 		b.mu.Unlock()
@@ -446,8 +454,11 @@ func (b *Breaker) settleTrial(gen uint64, o outcome) (transition, bool) {
 	)
 	switch o {
 	case success:
+		if fleet == ShareNo {
+			break // the fleet closes once enough trials passed; Force brings it
+		}
 		b.passed++
-		if b.passed >= b.halfOpenCalls {
+		if fleet == ShareYes || b.passed >= b.halfOpenCalls {
 			tr, changed = b.setState(StateClosed, clock()), true
 		}
 	case failure:
