@@ -1,0 +1,4 @@
+package redisstore
+
+// fleetLimiter is one rate limiter's share of the fleet.
+type fleetLimiter struct{}
