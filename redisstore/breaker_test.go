@@ -197,7 +197,7 @@ func TestFleetHalfOpenAdmitsHalfOpenCallsFleetWide(t *testing.T) {
 	// released.
 	release := make(chan struct{})
 	var (
-		wg                               sync.WaitGroup
+		wg                              sync.WaitGroup
 		inFlight, maxInFlight, rejected atomic.Int64
 	)
 	for _, r := range f {
