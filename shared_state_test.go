@@ -169,19 +169,19 @@ func (f *memFleet) setDown(down bool) {
 	f.mu.Unlock()
 }
 
-var errDown = errors.New("dependency down")
+var errFleetDown = errors.New("dependency down")
 
-func call(b *resil.Breaker, fail bool) error {
+func fleetCall(b *resil.Breaker, fail bool) error {
 	_, err := resil.New[int]().Breaker(b).Run(context.Background(), func(context.Context) (int, error) {
 		if fail {
-			return 0, errDown
+			return 0, errFleetDown
 		}
 		return 1, nil
 	})
 	return err
 }
 
-func states(bs []*resil.Breaker) []resil.BreakerState {
+func fleetStates(bs []*resil.Breaker) []resil.BreakerState {
 	var s []resil.BreakerState
 	for _, b := range bs {
 		s = append(s, b.State())
@@ -189,7 +189,7 @@ func states(bs []*resil.Breaker) []resil.BreakerState {
 	return s
 }
 
-func repeat(s resil.BreakerState, n int) []resil.BreakerState {
+func fleetRepeat(s resil.BreakerState, n int) []resil.BreakerState {
 	var r []resil.BreakerState
 	for range n {
 		r = append(r, s)
@@ -206,30 +206,30 @@ func TestSharedBreakerTripsOnFleetCounts(t *testing.T) {
 		// any one of them (or a local breaker) to decide.
 		for i := range 10 {
 			for _, b := range append(bs, alone) {
-				require.NoError(t, ignoreDown(call(b, i%10 < 3)))
+				require.NoError(t, ignoreFleetDown(fleetCall(b, i%10 < 3)))
 			}
 		}
-		assert.Equal(t, repeat(resil.StateClosed, 10), states(bs))
+		assert.Equal(t, fleetRepeat(resil.StateClosed, 10), fleetStates(bs))
 		assert.Equal(t, resil.StateClosed, alone.State())
 
 		f.sync() // each replica learns the other nine's 90 calls
-		require.ErrorIs(t, call(bs[4], true), errDown)
-		require.ErrorIs(t, call(alone, true), errDown)
+		require.ErrorIs(t, fleetCall(bs[4], true), errFleetDown)
+		require.ErrorIs(t, fleetCall(alone, true), errFleetDown)
 		assert.Equal(t, resil.StateOpen, bs[4].State(), "101 calls, 31 failed: the fleet trips")
 		assert.Equal(t, resil.StateClosed, alone.State(), "11 calls: too few alone")
 		assert.Equal(t, resil.StateClosed, bs[3].State(), "the others learn at the next sync")
 
 		f.sync()
-		assert.Equal(t, repeat(resil.StateOpen, 10), states(bs))
+		assert.Equal(t, fleetRepeat(resil.StateOpen, 10), fleetStates(bs))
 		for _, b := range bs {
-			require.ErrorIs(t, call(b, false), resil.ErrBreakerOpen)
+			require.ErrorIs(t, fleetCall(b, false), resil.ErrBreakerOpen)
 		}
 	})
 }
 
 // ignoreDown keeps a breaker test's loop about breaker errors only.
-func ignoreDown(err error) error {
-	if errors.Is(err, errDown) {
+func ignoreFleetDown(err error) error {
+	if errors.Is(err, errFleetDown) {
 		return nil
 	}
 	return err
@@ -244,7 +244,7 @@ func TestSharedBreakerClosedPathNeverCallsTheShare(t *testing.T) {
 		_, _ = p.Run(ctx, fn)
 	})
 	assert.Zero(t, allocs, "a closed call through a shared breaker allocates nothing")
-	require.ErrorIs(t, call(bs[0], true), errDown) // a failure that does not trip
+	require.ErrorIs(t, fleetCall(bs[0], true), errFleetDown) // a failure that does not trip
 	assert.Zero(t, f.members[0].calls.Load(), "neither a success nor a failure that does not trip calls the share")
 }
 
@@ -255,9 +255,9 @@ func TestSharedBreakerForceReportsTransitions(t *testing.T) {
 			seen = append(seen, from.String()+">"+to.String())
 		}}
 		f, bs := newMemFleet(policy, 2)
-		require.ErrorIs(t, call(bs[0], true), errDown)
+		require.ErrorIs(t, fleetCall(bs[0], true), errFleetDown)
 		f.sync()
-		assert.Equal(t, []resil.BreakerState{resil.StateOpen, resil.StateOpen}, states(bs))
+		assert.Equal(t, []resil.BreakerState{resil.StateOpen, resil.StateOpen}, fleetStates(bs))
 		assert.Equal(t, []string{"closed>open", "closed>open"}, seen)
 
 		// Forced open for what is left of the fleet's open period.
@@ -301,18 +301,18 @@ func TestNewSharedBreakerPanics(t *testing.T) {
 }
 
 // trip opens every breaker of the fleet through one replica's failure.
-func trip(t *testing.T, f *memFleet, bs []*resil.Breaker) {
+func fleetTrip(t *testing.T, f *memFleet, bs []*resil.Breaker) {
 	t.Helper()
-	require.ErrorIs(t, call(bs[0], true), errDown)
+	require.ErrorIs(t, fleetCall(bs[0], true), errFleetDown)
 	f.sync()
-	require.Equal(t, repeat(resil.StateOpen, len(bs)), states(bs))
+	require.Equal(t, fleetRepeat(resil.StateOpen, len(bs)), fleetStates(bs))
 }
 
 func TestSharedBreakerHalfOpenTrialsFleetWide(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Second, HalfOpenCalls: 2}
 		f, bs := newMemFleet(policy, 3)
-		trip(t, f, bs)
+		fleetTrip(t, f, bs)
 		time.Sleep(time.Second)
 
 		// Every replica's callers try at once; trials block until released.
@@ -355,7 +355,7 @@ func TestSharedBreakerHalfOpenTrialsFleetWide(t *testing.T) {
 		}
 		assert.Equal(t, 1, closed)
 		f.sync()
-		assert.Equal(t, repeat(resil.StateClosed, 3), states(bs))
+		assert.Equal(t, fleetRepeat(resil.StateClosed, 3), fleetStates(bs))
 	})
 }
 
@@ -363,15 +363,15 @@ func TestSharedBreakerFailedTrialReopensFleet(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Second, HalfOpenCalls: 1}
 		f, bs := newMemFleet(policy, 3)
-		trip(t, f, bs)
+		fleetTrip(t, f, bs)
 		time.Sleep(time.Second)
-		assert.Equal(t, repeat(resil.StateHalfOpen, 3), states(bs))
-		require.ErrorIs(t, call(bs[2], true), errDown)
+		assert.Equal(t, fleetRepeat(resil.StateHalfOpen, 3), fleetStates(bs))
+		require.ErrorIs(t, fleetCall(bs[2], true), errFleetDown)
 		assert.Equal(t, resil.StateOpen, bs[2].State())
 		f.sync()
-		assert.Equal(t, repeat(resil.StateOpen, 3), states(bs))
+		assert.Equal(t, fleetRepeat(resil.StateOpen, 3), fleetStates(bs))
 		time.Sleep(time.Second)
-		assert.Equal(t, repeat(resil.StateHalfOpen, 3), states(bs), "a full OpenFor from the failed trial")
+		assert.Equal(t, fleetRepeat(resil.StateHalfOpen, 3), fleetStates(bs), "a full OpenFor from the failed trial")
 	})
 }
 
@@ -379,7 +379,7 @@ func TestSharedBreakerIgnoredTrialGivesPlaceBack(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Second, HalfOpenCalls: 1}
 		f, bs := newMemFleet(policy, 2)
-		trip(t, f, bs)
+		fleetTrip(t, f, bs)
 		time.Sleep(time.Second)
 		assert.Panics(t, func() {
 			_, _ = resil.New[int]().Breaker(bs[0]).Run(context.Background(), func(context.Context) (int, error) {
@@ -387,7 +387,7 @@ func TestSharedBreakerIgnoredTrialGivesPlaceBack(t *testing.T) {
 			})
 		})
 		// The place the panicking trial held is free again, on another replica.
-		require.NoError(t, call(bs[1], false))
+		require.NoError(t, fleetCall(bs[1], false))
 		assert.Equal(t, resil.StateClosed, bs[1].State())
 	})
 }
@@ -397,15 +397,15 @@ func TestSharedBreakerStoreDown(t *testing.T) {
 		policy := resil.BreakerPolicy{FailureRatio: 0.5, MinCalls: 4, OpenFor: time.Second, HalfOpenCalls: 1}
 		f, bs := newMemFleet(policy, 2)
 		for range 3 {
-			require.NoError(t, call(bs[1], false))
+			require.NoError(t, fleetCall(bs[1], false))
 		}
 		f.sync()
 		f.setDown(true)
 		f.sync() // the fleet's counts are dropped: each breaker is on its own
-		require.ErrorIs(t, call(bs[0], true), errDown)
+		require.ErrorIs(t, fleetCall(bs[0], true), errFleetDown)
 		assert.Equal(t, resil.StateClosed, bs[0].State(), "1 call alone is below MinCalls")
 		for range 3 {
-			require.ErrorIs(t, call(bs[0], true), errDown)
+			require.ErrorIs(t, fleetCall(bs[0], true), errFleetDown)
 		}
 		assert.Equal(t, resil.StateOpen, bs[0].State(), "a local breaker still trips")
 		f.sync()
@@ -413,7 +413,7 @@ func TestSharedBreakerStoreDown(t *testing.T) {
 
 		// Half-open without a store: trials are local.
 		time.Sleep(time.Second)
-		require.NoError(t, call(bs[0], false))
+		require.NoError(t, fleetCall(bs[0], false))
 		assert.Equal(t, resil.StateClosed, bs[0].State())
 	})
 }
