@@ -1,6 +1,11 @@
 package resil
 
-import "time"
+import (
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+)
 
 // Sharing a breaker's state between processes.
 //
@@ -270,4 +275,112 @@ func (s *breakerShare) settle(o outcome) ShareAnswer {
 		return s.s.SettleTrial(TrialFailed)
 	}
 	return s.s.SettleTrial(TrialIgnored)
+}
+
+// Sharing a rate limiter's bucket between processes.
+//
+// A rate limiter made by NewSharedRateLimiter asks its share for every
+// call's turn: the fleet's bucket lives in the store, so each call costs
+// the store's round trip (unlike a breaker's). When the store cannot
+// answer, the limiter falls back to its local share: a bucket of its own
+// with the policy's Rate and Burst scaled by the fraction the share's
+// background work sets with RateLimiterLink.SetLocalShare (1/replicas is
+// the natural choice), so that the fleet as a whole stays near its limit
+// while the store is away.
+
+// RateLimitShare is the bucket a rate limiter shares with other processes,
+// seen from one limiter. Implementations must be safe for concurrent use:
+// Reserve is called on the goroutine of every call through the limiter.
+type RateLimitShare interface {
+	// Reserve asks the fleet's bucket for the turn of one call that may
+	// wait up to maxWait. ShareYes: the turn is claimed, and the call
+	// passes after wait (0: at once). ShareNo: nothing is claimed, and a
+	// call would pass without waiting after wait (> 0). ShareUnavailable:
+	// the store could not answer, and the limiter decides with its local
+	// share. It may make one round trip, and must return within a short,
+	// bounded time. A claimed turn is not given back when the caller's
+	// context ends during the wait.
+	Reserve(maxWait time.Duration) (wait time.Duration, answer ShareAnswer)
+}
+
+// RateLimiterLink is how a share's background work adjusts a rate limiter
+// made by NewSharedRateLimiter. The zero value is not usable. Its methods
+// are safe for concurrent use.
+type RateLimiterLink struct{ l *RateLimiter }
+
+// NewSharedRateLimiter returns a rate limiter configured by policy whose
+// bucket is shared through share, and its link. Until SetLocalShare is
+// called its local share is the whole policy. It panics when policy is
+// invalid (see RateLimitPolicy.Validate) or share is nil.
+func NewSharedRateLimiter(policy RateLimitPolicy, share RateLimitShare) (*RateLimiter, RateLimiterLink) {
+	if share == nil {
+		panic("resil: NewSharedRateLimiter share must be non-nil, got nil")
+	}
+	l := NewRateLimiter(policy)
+	rs := &rateShare{s: share, policy: policy}
+	rs.local.Store(NewRateLimiter(policy))
+	l.share = rs
+	return l, RateLimiterLink{l: l}
+}
+
+// RateLimiter returns the linked limiter.
+func (k RateLimiterLink) RateLimiter() *RateLimiter { return k.l }
+
+// Policy returns the policy the linked limiter was made with, Burst's
+// default filled in.
+func (k RateLimiterLink) Policy() RateLimitPolicy {
+	p := k.l.share.policy
+	p.Burst = max(p.Burst, 1)
+	return p
+}
+
+// SetLocalShare sets the part of the policy the limiter allows on its own
+// when the store cannot answer: Rate·fraction calls per second, with a
+// bucket of Burst·fraction rounded up (at least 1), which starts full. A
+// fraction outside (0, 1] or NaN is taken as 1. Setting the fraction it
+// already has keeps the local bucket as it is.
+func (k RateLimiterLink) SetLocalShare(fraction float64) {
+	if !(fraction > 0 && fraction <= 1) {
+		fraction = 1
+	}
+	rs := k.l.share
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if fraction == rs.fraction {
+		return
+	}
+	rs.fraction = fraction
+	p := rs.policy
+	p.Rate *= fraction
+	p.Burst = max(int(math.Ceil(float64(max(p.Burst, 1))*fraction)), 1)
+	rs.local.Store(NewRateLimiter(p))
+}
+
+// rateShare is a shared limiter's view of its fleet.
+type rateShare struct {
+	s      RateLimitShare
+	policy RateLimitPolicy
+	local  atomic.Pointer[RateLimiter] // the local share, for when the store cannot answer
+
+	mu       sync.Mutex // serialises SetLocalShare
+	fraction float64    // of the current local share; 0 until SetLocalShare
+}
+
+// reserve is RateLimiter.reserve for a shared limiter: the fleet's bucket
+// decides, or the local share when the store cannot answer.
+func (rs *rateShare) reserve(now, maxWait int64) (int64, bool) {
+	wait, answer := rs.s.Reserve(time.Duration(maxWait))
+	switch answer {
+	case ShareYes:
+		return max(int64(wait), 0), true
+	case ShareNo:
+		return max(int64(wait), 1), false
+	}
+	return rs.local.Load().reserve(now, maxWait)
+}
+
+// unreserve gives a turn back to the local share, when it was the local
+// share's; a turn the fleet granted stays taken.
+func (rs *rateShare) unreserve(now, wait int64) {
+	rs.local.Load().unreserve(now, wait)
 }

@@ -417,3 +417,116 @@ func TestSharedBreakerStoreDown(t *testing.T) {
 		assert.Equal(t, resil.StateClosed, bs[0].State())
 	})
 }
+
+// memBucket is an in-memory fleet bucket shared by several rate limiters:
+// the reference implementation of RateLimitShare (GCRA, as a store's
+// script computes it).
+type memBucket struct {
+	mu       sync.Mutex
+	down     bool
+	tat      time.Time
+	interval time.Duration
+	tau      time.Duration
+	asked    int
+}
+
+func newMemBucket(policy resil.RateLimitPolicy) *memBucket {
+	interval := time.Duration(float64(time.Second) / policy.Rate)
+	return &memBucket{interval: interval, tau: time.Duration(max(policy.Burst, 1)-1) * interval}
+}
+
+func (m *memBucket) Reserve(maxWait time.Duration) (time.Duration, resil.ShareAnswer) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.asked++
+	if m.down {
+		return 0, resil.ShareUnavailable
+	}
+	now := time.Now()
+	base := now
+	if m.tat.After(now) {
+		base = m.tat
+	}
+	wait := base.Add(-m.tau).Sub(now)
+	if wait > maxWait {
+		return wait, resil.ShareNo
+	}
+	m.tat = base.Add(m.interval)
+	return max(wait, 0), resil.ShareYes
+}
+
+func limitedCall(l *resil.RateLimiter) error {
+	_, err := resil.New[int]().RateLimit(l).Run(context.Background(), func(context.Context) (int, error) { return 1, nil })
+	return err
+}
+
+func retryAfter(t *testing.T, err error) time.Duration {
+	t.Helper()
+	require.ErrorIs(t, err, resil.ErrRateLimited)
+	var h interface{ RetryAfter() time.Duration }
+	require.ErrorAs(t, err, &h)
+	return h.RetryAfter()
+}
+
+func TestSharedRateLimiterFleetBucket(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		policy := resil.RateLimitPolicy{Rate: 10, Burst: 2}
+		bucket := newMemBucket(policy)
+		a, _ := resil.NewSharedRateLimiter(policy, bucket)
+		b, _ := resil.NewSharedRateLimiter(policy, bucket)
+		require.NoError(t, limitedCall(a))
+		require.NoError(t, limitedCall(b))
+		assert.Equal(t, 100*time.Millisecond, retryAfter(t, limitedCall(a)), "Burst 2 for the fleet, not per replica")
+		assert.Equal(t, 100*time.Millisecond, retryAfter(t, limitedCall(b)))
+		time.Sleep(100 * time.Millisecond)
+		require.NoError(t, limitedCall(b))
+		retryAfter(t, limitedCall(a))
+		assert.Equal(t, 6, bucket.asked, "every call asks the fleet")
+	})
+}
+
+func TestSharedRateLimiterWaitsForFleetTurn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		policy := resil.RateLimitPolicy{Rate: 10, MaxWait: time.Second}
+		bucket := newMemBucket(policy)
+		a, _ := resil.NewSharedRateLimiter(policy, bucket)
+		b, _ := resil.NewSharedRateLimiter(policy, bucket)
+		start := time.Now()
+		require.NoError(t, limitedCall(a))
+		require.NoError(t, limitedCall(b))
+		assert.Equal(t, 100*time.Millisecond, time.Since(start), "b waits for the turn the fleet gave it")
+	})
+}
+
+func TestSharedRateLimiterLocalShare(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		policy := resil.RateLimitPolicy{Rate: 10, Burst: 4}
+		bucket := newMemBucket(policy)
+		bucket.down = true
+		l, link := resil.NewSharedRateLimiter(policy, bucket)
+		assert.Equal(t, policy, link.Policy())
+		assert.Same(t, l, link.RateLimiter())
+		link.SetLocalShare(0.25) // one of four replicas: 2.5/s, a bucket of 1
+		require.NoError(t, limitedCall(l))
+		assert.Equal(t, 400*time.Millisecond, retryAfter(t, limitedCall(l)))
+		time.Sleep(400 * time.Millisecond)
+		link.SetLocalShare(0.25) // unchanged: the bucket stays as it is
+		require.NoError(t, limitedCall(l))
+		retryAfter(t, limitedCall(l))
+
+		link.SetLocalShare(-1) // invalid: the whole policy
+		for range 4 {
+			require.NoError(t, limitedCall(l))
+		}
+		assert.Equal(t, 100*time.Millisecond, retryAfter(t, limitedCall(l)))
+	})
+}
+
+func TestNewSharedRateLimiterPanics(t *testing.T) {
+	assert.PanicsWithValue(t, "resil: NewSharedRateLimiter share must be non-nil, got nil", func() {
+		resil.NewSharedRateLimiter(resil.RateLimitPolicy{Rate: 1}, nil)
+	})
+	assert.PanicsWithValue(t, "resil: RateLimitPolicy.Rate must be > 0 and finite, got 0", func() {
+		resil.NewSharedRateLimiter(resil.RateLimitPolicy{}, &memBucket{})
+	})
+}
