@@ -138,3 +138,27 @@ return redis.call('ZCARD', KEYS[1])
 // syncScripts are the scripts a sync pipelines with EVALSHA; they are
 // (re)loaded when the server does not know them (a restart flushes them).
 var syncScripts = []*redis.Script{syncScript, presenceScript}
+
+// gcraScript claims one call's turn in a fleet's bucket: the generic cell
+// rate algorithm, the bucket as one "theoretical arrival time" (tat) on
+// the server's clock, in microseconds.
+//
+// KEYS: tat
+// ARGV: interval (µs per call), tau ((Burst-1)·interval), maxWait (µs)
+// Returns: {1, wait} when the turn is claimed (the call passes after wait),
+// {0, retryAfter} when it is not (a call would pass after retryAfter).
+var gcraScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tau = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+local base = math.max(tat, now)
+local wait = base - tau - now
+if wait > tonumber(ARGV[3]) then
+	return {0, math.ceil(wait)}
+end
+local nt = base + interval
+redis.call('SET', KEYS[1], string.format('%.3f', nt), 'PX', math.ceil((nt - now) / 1000) + 1000)
+return {1, math.ceil(math.max(wait, 0))}
+`)

@@ -349,8 +349,12 @@ func (s *Store) sync() {
 		return
 	}
 	s.up.Store(true)
-	if n, err := r.presence.Int64(); err == nil && n > 0 {
-		s.fleet.Store(n)
+	if n, err := r.presence.Int64(); err == nil && n > 0 && n != s.fleet.Swap(n) {
+		s.mu.Lock()
+		for _, fl := range s.limiters {
+			fl.share(n)
+		}
+		s.mu.Unlock()
 	}
 	for i, fb := range bs {
 		fb.adopt(reqs[i], r.cmds[i])
@@ -381,3 +385,13 @@ func (s *Store) Breaker(name string, policy resil.BreakerPolicy) *resil.Breaker 
 	s.breakers[name] = fb
 	return fb.link.Breaker()
 }
+
+// Replicas returns the number of live replicas (stores with the same
+// Prefix that synced within three SyncEvery) seen at the last successful
+// sync, this one included; 1 before the first.
+func (s *Store) Replicas() int { return int(s.fleet.Load()) }
+
+// Connected reports whether the store's last round trip to Redis
+// succeeded; while it is false, breakers and rate limiters decide locally
+// and the store retries every SyncEvery.
+func (s *Store) Connected() bool { return s.up.Load() }
