@@ -27,7 +27,7 @@ func (quiet) Printf(context.Context, string, ...any) {}
 // redisServer is a real redis-server on a free loopback port, owned by one
 // test: no data on disk, stopped at the test's end.
 type redisServer struct {
-	t    *testing.T
+	t    testing.TB
 	port int
 	cmd  *exec.Cmd
 }
@@ -37,7 +37,7 @@ func (r *redisServer) Addr() string { return "127.0.0.1:" + strconv.Itoa(r.port)
 
 // startRedis starts a redis-server for t. It skips t when the binary is not
 // installed (CI installs it: see .ci/run).
-func startRedis(t *testing.T) *redisServer {
+func startRedis(t testing.TB) *redisServer {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Skip("redis-server is not installed (Debian: apt-get install -y redis-server); .ci/run installs it, so CI runs this test")
@@ -82,7 +82,7 @@ func (r *redisServer) Stop() {
 
 // client returns a client for addr with the short timeouts a store wants,
 // closed at the test's end.
-func client(t *testing.T, addr string) *redis.Client {
+func client(t testing.TB, addr string) *redis.Client {
 	t.Helper()
 	c := redis.NewClient(&redis.Options{
 		Addr:                  addr,
