@@ -19,11 +19,11 @@ import (
 // The store's Timeout in these tests: the default.
 const storeTimeout = 100 * time.Millisecond
 
-// timed runs one call on r and returns its error and how long it took.
-func timed(r *replica, fail bool) (error, time.Duration) {
+// timed runs one call on r and returns how long it took and its error.
+func timed(r *replica, fail bool) (time.Duration, error) {
 	start := time.Now()
 	err := r.call(fail)
-	return err, time.Since(start)
+	return time.Since(start), err
 }
 
 func TestRedisStoppedAndRestarted(t *testing.T) {
@@ -38,7 +38,7 @@ func TestRedisStoppedAndRestarted(t *testing.T) {
 
 	srv.Stop()
 	for _, r := range f {
-		err, took := timed(r, false)
+		took, err := timed(r, false)
 		require.NoError(t, err, "nothing fails because Redis does")
 		assert.Less(t, took, storeTimeout)
 	}
@@ -51,7 +51,7 @@ func TestRedisStoppedAndRestarted(t *testing.T) {
 	// Half-open, the trial is local, and waits on Redis no longer than
 	// Timeout.
 	require.Eventually(t, func() bool { return f[0].b.State() == resil.StateHalfOpen }, converge, time.Millisecond)
-	err, took := timed(f[0], false)
+	took, err := timed(f[0], false)
 	require.NoError(t, err)
 	assert.LessOrEqual(t, took, storeTimeout+slack)
 	require.Equal(t, resil.StateClosed, f[0].b.State())
@@ -135,12 +135,12 @@ func TestToxicNetwork(t *testing.T) {
 			require.NoError(t, err)
 			// The fleet's trial place is behind the toxic: the trial waits
 			// at most Timeout, then runs as a local breaker's would.
-			err, took := timed(f[1], false)
+			took, err := timed(f[1], false)
 			require.NoError(t, err)
 			assert.LessOrEqual(t, took, storeTimeout+slack)
 			require.Equal(t, resil.StateClosed, f[1].b.State())
 			for range 100 {
-				err, took := timed(f[1], false)
+				took, err := timed(f[1], false)
 				require.NoError(t, err)
 				assert.Less(t, took, storeTimeout/2, "closed calls never wait on Redis")
 			}

@@ -176,16 +176,6 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// closed reports whether Close has been called.
-func (s *Store) closed() bool {
-	select {
-	case <-s.done:
-		return true
-	default:
-		return false
-	}
-}
-
 // honorsContext reports whether client bounds its socket I/O by a
 // context's deadline (ContextTimeoutEnabled).
 func honorsContext(client redis.UniversalClient) bool {
