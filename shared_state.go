@@ -93,7 +93,9 @@ const (
 	TrialIgnored
 )
 
-// BreakerSnapshot is what BreakerLink.Snapshot reports of a breaker.
+// BreakerSnapshot is what BreakerLink.Snapshot reports of a breaker: a
+// plain value, a copy taken under the breaker's lock. The zero value is a
+// closed breaker's first generation with no outcomes.
 type BreakerSnapshot struct {
 	// State is the breaker's state (an open breaker whose OpenFor has
 	// passed is reported half-open).
