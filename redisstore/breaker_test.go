@@ -27,7 +27,7 @@ const converge = 5 * time.Second
 
 // slack is what a measured propagation time may exceed SyncEvery by: a
 // round trip to Redis and the scheduling of a loaded test machine.
-const slack = 100 * time.Millisecond
+const slack = 150 * time.Millisecond
 
 // replica is one process of a fleet: its own client, store and breaker.
 type replica struct {

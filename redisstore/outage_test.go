@@ -78,8 +78,9 @@ type toxic struct {
 	name string
 	json string // the toxic, as toxiproxy's API takes it
 	// honors: the client bounds its I/O by the context's deadline
-	// (ContextTimeoutEnabled); without it the store abandons the round
-	// trip on a goroutine of its own.
+	// (ContextTimeoutEnabled); without it, an abandoned round trip lasts
+	// until the client's ReadTimeout (1s here), which the call must not
+	// wait for.
 	honors bool
 }
 
@@ -114,9 +115,9 @@ func TestToxicNetwork(t *testing.T) {
 				c := redis.NewClient(&redis.Options{
 					Addr:                  proxy.Listen,
 					DialTimeout:           storeTimeout,
-					ReadTimeout:           500 * time.Millisecond,
-					WriteTimeout:          500 * time.Millisecond,
-					PoolTimeout:           500 * time.Millisecond,
+					ReadTimeout:           time.Second,
+					WriteTimeout:          time.Second,
+					PoolTimeout:           time.Second,
 					ContextTimeoutEnabled: tc.honors,
 					MaxRetries:            -1,
 				})

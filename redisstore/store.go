@@ -103,7 +103,6 @@ func (o Options) Validate() error {
 type Store struct {
 	client  redis.UniversalClient
 	opts    Options
-	honors  bool // the client bounds socket I/O by the context's deadline
 	up      atomic.Bool
 	kick    chan struct{}
 	done    chan struct{}
@@ -119,11 +118,11 @@ type Store struct {
 
 // New returns a store that shares state through client, and starts its
 // background sync. The caller keeps ownership of client: Close does not
-// close it. For bounded call paths without a goroutine per round trip, set
-// ContextTimeoutEnabled on the client (otherwise the store bounds each
-// round trip by waiting for it on a goroutine of its own), and keep its
-// DialTimeout, ReadTimeout and WriteTimeout short. New panics when opts is
-// invalid (see Options.Validate) or client is nil.
+// close it. The store stops waiting for a round trip after Options.Timeout
+// whatever the client's settings; set ContextTimeoutEnabled on the client,
+// and keep its DialTimeout, ReadTimeout and WriteTimeout short, so that an
+// abandoned round trip also ends soon (Close waits for them). New panics
+// when opts is invalid (see Options.Validate) or client is nil.
 func New(client redis.UniversalClient, opts Options) *Store {
 	if client == nil {
 		panic("redisstore: New client must be non-nil, got nil")
@@ -149,7 +148,6 @@ func New(client redis.UniversalClient, opts Options) *Store {
 	s := &Store{
 		client:   client,
 		opts:     opts,
-		honors:   honorsContext(client),
 		kick:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
 		stopped:  make(chan struct{}),
@@ -176,20 +174,6 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// honorsContext reports whether client bounds its socket I/O by a
-// context's deadline (ContextTimeoutEnabled).
-func honorsContext(client redis.UniversalClient) bool {
-	switch c := client.(type) {
-	case *redis.Client:
-		return c.Options().ContextTimeoutEnabled
-	case *redis.ClusterClient:
-		return c.Options().ContextTimeoutEnabled
-	case *redis.Ring:
-		return c.Options().ContextTimeoutEnabled
-	}
-	return false
-}
-
 func replicaName() string {
 	host, _ := os.Hostname()
 	var b [6]byte
@@ -202,42 +186,37 @@ func replicaName() string {
 func (s *Store) available() bool { return s.up.Load() }
 
 // do runs f with a context bounded by Options.Timeout and returns what it
-// returns, never waiting longer than the timeout: when the client does not
-// bound its I/O by the context, f runs on a goroutine of its own and is
-// abandoned (Close waits for it) once the timeout passes. A failure marks
-// Redis unavailable until a sync succeeds.
+// returns, never waiting longer than the timeout: f runs on a goroutine of
+// its own, abandoned (Close waits for it) once the timeout passes. The
+// goroutine makes the bound hold whatever the client does (a client
+// without ContextTimeoutEnabled, or one that dials and handshakes on its
+// own timeouts, may block longer than the context says); it costs about a
+// microsecond, against a round trip's tens. A failure marks Redis
+// unavailable until a sync succeeds.
 func do[T any](s *Store, f func(ctx context.Context) (T, error)) (T, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.Timeout)
 	defer cancel()
-	var (
+	type result struct {
 		v   T
 		err error
-	)
-	if s.honors {
-		v, err = f(ctx)
-	} else {
-		type result struct {
-			v   T
-			err error
-		}
-		done := make(chan result, 1)
-		s.calls.Add(1)
-		go func() {
-			defer s.calls.Done()
-			v, err := f(ctx)
-			done <- result{v, err}
-		}()
-		select {
-		case r := <-done:
-			v, err = r.v, r.err
-		case <-ctx.Done():
-			err = ctx.Err()
-		}
 	}
-	if err != nil && !errors.Is(err, redis.Nil) {
+	done := make(chan result, 1)
+	s.calls.Add(1)
+	go func() {
+		defer s.calls.Done()
+		v, err := f(ctx)
+		done <- result{v, err}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-ctx.Done():
+		r.err = ctx.Err()
+	}
+	if r.err != nil && !errors.Is(r.err, redis.Nil) {
 		s.up.Store(false)
 	}
-	return v, err
+	return r.v, r.err
 }
 
 // wake asks the sync goroutine for a sync now. It never blocks.
