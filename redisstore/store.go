@@ -108,6 +108,8 @@ type Store struct {
 	done    chan struct{}
 	stopped chan struct{}
 	calls   sync.WaitGroup // round trips running on goroutines of their own
+	life    sync.RWMutex   // orders calls.Add before Close's calls.Wait
+	closed  bool           // guarded by life
 	fleet   atomic.Int64   // live replicas at the last sync, >= 1
 	once    sync.Once
 
@@ -166,10 +168,13 @@ func New(client redis.UniversalClient, opts Options) *Store {
 // always returns nil.
 func (s *Store) Close() error {
 	s.once.Do(func() {
+		s.life.Lock()
+		s.closed = true
+		s.up.Store(false)
+		s.life.Unlock()
 		close(s.done)
 		<-s.stopped
 		s.calls.Wait()
-		s.up.Store(false)
 	})
 	return nil
 }
@@ -194,14 +199,20 @@ func (s *Store) available() bool { return s.up.Load() }
 // microsecond, against a round trip's tens. A failure marks Redis
 // unavailable until a sync succeeds.
 func do[T any](s *Store, f func(ctx context.Context) (T, error)) (T, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.Timeout)
-	defer cancel()
 	type result struct {
 		v   T
 		err error
 	}
-	done := make(chan result, 1)
+	s.life.RLock()
+	if s.closed {
+		s.life.RUnlock()
+		return *new(T), errClosed
+	}
 	s.calls.Add(1)
+	s.life.RUnlock()
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.Timeout)
+	defer cancel()
+	done := make(chan result, 1)
 	go func() {
 		defer s.calls.Done()
 		v, err := f(ctx)
@@ -218,6 +229,9 @@ func do[T any](s *Store, f func(ctx context.Context) (T, error)) (T, error) {
 	}
 	return r.v, r.err
 }
+
+// errClosed is what a round trip asked of a closed store returns.
+var errClosed = errors.New("redisstore: store closed")
 
 // wake asks the sync goroutine for a sync now. It never blocks.
 func (s *Store) wake() {
@@ -352,6 +366,7 @@ func (s *Store) Breaker(name string, policy resil.BreakerPolicy) *resil.Breaker 
 	fb.openFor, fb.halfOpen = ms(p.OpenFor), int64(p.HalfOpenCalls)
 	fb.synced = fb.link.Snapshot().Gen
 	s.breakers[name] = fb
+	s.wake() // join the fleet's state now, not at the next tick
 	return fb.link.Breaker()
 }
 
