@@ -106,6 +106,8 @@ type BreakerSnapshot struct {
 	// Successes and Failures are the breaker's own outcomes in its window
 	// (zero unless closed), without the fleet's.
 	Successes, Failures uint64
+	// Remaining is what is left of the open period (zero unless open).
+	Remaining time.Duration
 }
 
 // BreakerLink is how a share's background work drives a breaker made by
@@ -156,6 +158,9 @@ func (l BreakerLink) Snapshot() BreakerSnapshot {
 	_, changed := b.advance(now)
 	w := b.word.Load()
 	s := BreakerSnapshot{State: BreakerState(w & 3), Gen: w >> 2}
+	if s.State == StateOpen {
+		s.Remaining = time.Duration(max(b.openUntil.Load()-now, 0))
+	}
 	if s.State == StateClosed {
 		b.fold(now, false)
 		for _, r := range b.ring {

@@ -153,8 +153,15 @@ func (fb *fleetBreaker) request() syncRequest {
 // syncCmd queues the breaker's sync script on pipe.
 func (fb *fleetBreaker) syncCmd(ctx context.Context, pipe redis.Pipeliner, r syncRequest) *redis.Cmd {
 	s := fb.s
+	state := 0
+	switch r.snap.State {
+	case resil.StateOpen:
+		state = 1
+	case resil.StateHalfOpen:
+		state = 2
+	}
 	return syncScript.EvalSha(ctx, pipe, fb.keys, s.opts.Replica, r.snap.Successes, r.snap.Failures,
-		r.epoch, r.proposal, fb.openFor, ms(s.stale()), ms(keyTTL))
+		r.epoch, r.proposal, fb.openFor, ms(s.stale()), ms(keyTTL), state, ms(r.snap.Remaining))
 }
 
 // lost drops the fleet's counts when a sync failed: the breaker decides on

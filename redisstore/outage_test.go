@@ -73,6 +73,28 @@ func (r *replica) tripAlone(t *testing.T) {
 	}
 }
 
+func TestRedisLosesTheFleetsState(t *testing.T) {
+	srv := startRedis(t)
+	const syncEvery = 100 * time.Millisecond
+	f := newFleet(t, srv.Addr(), 3, redisstore.Options{SyncEvery: syncEvery},
+		resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Minute})
+	waitSynced(t, f, syncEvery)
+	require.ErrorIs(t, f[0].call(true), errDown)
+	f.waitAll(t, resil.StateOpen, converge)
+
+	// A restart without persistence: the fleet's keys are gone. The
+	// replicas seed the fleet again from their own state (open) instead of
+	// adopting an empty, closed one.
+	srv.Stop()
+	srv.Start()
+	require.Eventually(t, func() bool {
+		return f[0].store.Connected() && f[1].store.Connected() && f[2].store.Connected()
+	}, converge, time.Millisecond)
+	time.Sleep(3 * syncEvery) // syncs after the restart
+	assert.True(t, f.all(resil.StateOpen), "the fleet stays open")
+	require.ErrorIs(t, f[1].call(false), resil.ErrBreakerOpen)
+}
+
 // toxic is one way the network between a store and Redis goes wrong.
 type toxic struct {
 	name string

@@ -29,7 +29,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 // KEYS: state, counts, trials
 // ARGV: replica, successes, failures, known epoch, proposal (0 none,
 // 1 open, 2 closed), openFor, stale (counts older than this are dropped),
-// ttl (of the keys)
+// ttl (of the keys), the replica's state (0 closed, 1 open, 2 half-open),
+// what is left of its open period
 // Returns: {epoch, open, remaining open ms, successes, failures}
 var syncScript = redis.NewScript(timeLua + `
 local st = redis.call('HMGET', KEYS[1], 'epoch', 'open', 'until')
@@ -38,7 +39,23 @@ local open = st[2] == '1'
 local till = tonumber(st[3]) or 0
 local known = tonumber(ARGV[4])
 local proposal = tonumber(ARGV[5])
-if known == epoch then
+if known > epoch then
+	-- The fleet's epochs only grow: its state was lost (a restart without
+	-- persistence, a flush, expiry). The first replica to report seeds it
+	-- again from its own state, in a new epoch.
+	epoch = known + 1
+	local mine = tonumber(ARGV[9])
+	if mine == 0 then
+		open = false
+		redis.call('HSET', KEYS[1], 'epoch', epoch, 'open', 0, 'passed', 0)
+	else
+		open = true
+		till = now
+		if mine == 1 then till = now + tonumber(ARGV[10]) end
+		redis.call('HSET', KEYS[1], 'epoch', epoch, 'open', 1, 'until', till, 'passed', 0)
+	end
+	redis.call('DEL', KEYS[3])
+elseif known == epoch then
 	if proposal == 1 and (not open or now >= till) then
 		-- a trip, or a failed trial the fleet did not hear of
 		epoch = epoch + 1
