@@ -358,7 +358,7 @@ func (k RateLimiterLink) SetLocalShare(fraction float64) {
 	}
 	rs.fraction = fraction
 	p := rs.policy
-	p.Rate *= fraction
+	p.Rate = max(p.Rate*fraction, math.SmallestNonzeroFloat64) // > 0 even when the product underflows
 	p.Burst = max(int(math.Ceil(float64(max(p.Burst, 1))*fraction)), 1)
 	rs.local.Store(NewRateLimiter(p))
 }

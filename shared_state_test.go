@@ -3,6 +3,7 @@ package resil_test
 import (
 	"context"
 	"errors"
+	"math"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -531,5 +532,25 @@ func TestNewSharedRateLimiterPanics(t *testing.T) {
 	})
 	assert.PanicsWithValue(t, "resil: RateLimitPolicy.Rate must be > 0 and finite, got 0", func() {
 		resil.NewSharedRateLimiter(resil.RateLimitPolicy{}, &memBucket{})
+	})
+}
+
+func FuzzSetLocalShare(f *testing.F) {
+	for _, v := range []float64{1, 0.5, 1e-9, 0, -1, 2, math.NaN(), math.Inf(1)} {
+		f.Add(v, 10.0, 4)
+	}
+	f.Add(1e-300, 1e-300, 1) // a product that underflows to 0
+	f.Fuzz(func(t *testing.T, fraction, rate float64, burst int) {
+		policy := resil.RateLimitPolicy{Rate: rate, Burst: burst}
+		if policy.Validate() != nil {
+			return
+		}
+		bucket := newMemBucket(resil.RateLimitPolicy{Rate: 1})
+		bucket.down = true
+		l, link := resil.NewSharedRateLimiter(policy, bucket)
+		link.SetLocalShare(fraction)
+		// Whatever the fraction, the local share is a valid bucket that
+		// starts with at least one token.
+		require.NoError(t, limitedCall(l))
 	})
 }

@@ -57,3 +57,13 @@ func TestStoreNamesAndClose(t *testing.T) {
 	_, err := resil.New[int]().Breaker(b).RateLimit(l).Run(t.Context(), ok)
 	require.NoError(t, err)
 }
+
+func FuzzOptionsValidate(f *testing.F) {
+	f.Add(int64(0), int64(0), int64(0))
+	f.Add(int64(-1), int64(1), int64(1))
+	f.Fuzz(func(t *testing.T, syncEvery, timeout, lease int64) {
+		opts := redisstore.Options{SyncEvery: time.Duration(syncEvery), Timeout: time.Duration(timeout), TrialLease: time.Duration(lease)}
+		err := opts.Validate()
+		assert.Equal(t, syncEvery < 0 || timeout < 0 || lease < 0, err != nil, "Validate: %v", err)
+	})
+}
