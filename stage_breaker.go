@@ -151,6 +151,7 @@ type Breaker struct {
 	passed        int   // half-open trials that succeeded
 	queue         []transition
 	reporting     bool
+	share         *breakerShare // nil unless made by NewSharedBreaker (shared_state.go)
 }
 
 // shard counts the successes of the closed state on one P.
@@ -429,6 +430,7 @@ func (b *Breaker) failClosed(gen uint64) (transition, bool) {
 		ok += r.ok
 		fail += r.fail
 	}
+	ok, fail = b.share.fleet(ok, fail) // the fleet's counts, if shared: no I/O
 	var tr transition
 	tripped := ok+fail >= b.minCalls && float64(fail)/float64(ok+fail) >= b.ratio
 	if tripped {
@@ -436,6 +438,7 @@ func (b *Breaker) failClosed(gen uint64) (transition, bool) {
 	}
 	b.mu.Unlock()
 	if tripped {
+		b.share.tripped() // non-blocking: the share tells the fleet in the background
 		b.report()
 	}
 	return tr, tripped
@@ -463,6 +466,7 @@ func (b *Breaker) setState(to BreakerState, now int64) transition {
 	b.lastFold = now
 	b.batch.Store(1)
 	b.trials, b.passed = 0, 0
+	b.share.clear()
 	tr := transition{from: BreakerState(old & 3), to: to}
 	if b.onChange != nil {
 		b.queue = append(b.queue, tr)
@@ -505,6 +509,9 @@ func (b *Breaker) admitSlow() (t ticket, ok bool, tr transition, changed bool) {
 	if changed {
 		b.report()
 	}
+	if ok && t.trial && !b.share.acquireTrial(b, t.gen) {
+		ok = false // a shared breaker's trial also needs a fleet-wide place
+	}
 	return t, ok, tr, changed
 }
 
@@ -512,6 +519,7 @@ func (b *Breaker) admitSlow() (t ticket, ok bool, tr transition, changed bool) {
 // generation gen: a success towards closing, a failure reopens, an ignored
 // outcome gives the trial's place back.
 func (b *Breaker) settleTrial(gen uint64, o outcome) (transition, bool) {
+	fleet := b.share.settle(o) // ShareUnavailable for a local breaker
 	b.mu.Lock()
 	if b.word.Load()>>2 != gen {
 		b.mu.Unlock()
@@ -523,8 +531,11 @@ func (b *Breaker) settleTrial(gen uint64, o outcome) (transition, bool) {
 	)
 	switch o {
 	case success:
+		if fleet == ShareNo {
+			break // the fleet closes once enough trials passed; Force brings it
+		}
 		b.passed++
-		if b.passed >= b.halfOpenCalls {
+		if fleet == ShareYes || b.passed >= b.halfOpenCalls {
 			tr, changed = b.setState(StateClosed, clock()), true
 		}
 	case failure:

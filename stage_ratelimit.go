@@ -97,9 +97,10 @@ type RateLimiter struct {
 	// starts far in the past (a full bucket).
 	tat atomic.Int64
 	// Read-only after NewRateLimiter.
-	interval int64 // nanoseconds per token, in [1, maxSpan]
-	tau      int64 // (Burst-1)·interval, capped at maxSpan: how far tat may run ahead of now
-	maxWait  int64 // RateLimitPolicy.MaxWait in nanoseconds, capped at maxSpan
+	interval int64      // nanoseconds per token, in [1, maxSpan]
+	tau      int64      // (Burst-1)·interval, capped at maxSpan: how far tat may run ahead of now
+	maxWait  int64      // RateLimitPolicy.MaxWait in nanoseconds, capped at maxSpan
+	share    *rateShare // nil unless made by NewSharedRateLimiter (shared_state.go)
 }
 
 // NewRateLimiter returns a limiter with a full bucket, configured by
@@ -136,6 +137,9 @@ func NewRateLimiter(policy RateLimitPolicy) *RateLimiter {
 // Every decision of the limiter goes through reserve (and a cancelled wait
 // through unreserve): it is the one place where the bucket's state is kept.
 func (l *RateLimiter) reserve(now, maxWait int64) (wait int64, ok bool) {
+	if l.share != nil {
+		return l.share.reserve(now, maxWait) // the fleet's bucket: a round trip
+	}
 	for {
 		tat := l.tat.Load()
 		base := max(tat, now) // a tat in the past is a full bucket
@@ -156,6 +160,10 @@ func (l *RateLimiter) reserve(now, maxWait int64) (wait int64, ok bool) {
 // bucket's bound holds, as golang.org/x/time/rate does when a reservation
 // is cancelled.
 func (l *RateLimiter) unreserve(now, wait int64) {
+	if l.share != nil {
+		l.share.unreserve(now, wait)
+		return
+	}
 	// The call waited, so its turn began at base = now+wait+tau and it
 	// moved tat to base+interval.
 	mine := now + wait + l.tau + l.interval

@@ -1,0 +1,215 @@
+package redisstore
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/resil-go/resil"
+)
+
+// fleetBreaker is one breaker's share of the fleet: the resil.BreakerShare
+// the breaker calls on its rare paths, and the state the sync goroutine
+// keeps for it.
+//
+// The fleet's state in Redis is authoritative while Redis answers. The
+// breaker's own transitions are proposals: a trip (or a reopen the fleet
+// did not hear of) opens the fleet; trials that succeeded while Redis could
+// not be asked close a half-open fleet. The fleet's epoch orders them: a
+// proposal made against an epoch the fleet has left is dropped, and the
+// breaker adopts the fleet's state.
+type fleetBreaker struct {
+	s        *Store
+	keys     []string // state, counts, trials
+	link     resil.BreakerLink
+	openFor  int64 // ms
+	halfOpen int64
+	seq      atomic.Uint64 // for lease ids
+
+	mu      sync.Mutex
+	epoch   uint64  // the fleet's epoch as last adopted
+	synced  uint64  // the breaker's generation after the last adoption
+	version uint64  // bumped when a trial moves the epoch, voiding a sync in flight
+	leases  []lease // trial places held
+}
+
+type lease struct {
+	id    string
+	epoch uint64
+}
+
+// syncRequest is what one sync sends for a breaker, and what its reply is
+// applied against.
+type syncRequest struct {
+	snap     resil.BreakerSnapshot
+	epoch    uint64
+	version  uint64
+	proposal int // 0 none, 1 open, 2 closed
+}
+
+// Tripped wakes the sync goroutine, so that the trip reaches the fleet in
+// one round trip rather than at the next tick.
+func (fb *fleetBreaker) Tripped() { fb.s.wake() }
+
+// AcquireTrial takes a fleet-wide trial place with a lease in Redis: one
+// round trip, bounded by Options.Timeout. Without Redis, the breaker
+// decides alone.
+func (fb *fleetBreaker) AcquireTrial() resil.ShareAnswer {
+	if !fb.s.available() {
+		return resil.ShareUnavailable
+	}
+	fb.mu.Lock()
+	epoch := fb.epoch
+	fb.mu.Unlock()
+	id := fb.s.opts.Replica + ":" + strconv.FormatUint(fb.seq.Add(1), 10)
+	res, err := do(fb.s, func(ctx context.Context) ([]int64, error) {
+		return acquireScript.Run(ctx, fb.s.client, []string{fb.keys[0], fb.keys[2]},
+			epoch, fb.halfOpen, id, ms(fb.s.opts.TrialLease)).Int64Slice()
+	})
+	if err != nil || len(res) != 2 {
+		return resil.ShareUnavailable
+	}
+	switch res[0] {
+	case 1:
+		fb.mu.Lock()
+		fb.leases = append(fb.leases, lease{id: id, epoch: epoch})
+		fb.mu.Unlock()
+		return resil.ShareYes
+	case 0:
+		return resil.ShareNo
+	}
+	return resil.ShareUnavailable
+}
+
+// SettleTrial ends a trial's lease with its outcome: one round trip,
+// bounded by Options.Timeout.
+func (fb *fleetBreaker) SettleTrial(o resil.TrialOutcome) resil.ShareAnswer {
+	fb.mu.Lock()
+	if len(fb.leases) == 0 {
+		fb.mu.Unlock()
+		return resil.ShareUnavailable // admitted while Redis could not be asked
+	}
+	l := fb.leases[len(fb.leases)-1]
+	fb.leases = fb.leases[:len(fb.leases)-1]
+	moved := l.epoch != fb.epoch
+	fb.mu.Unlock()
+	if moved {
+		return resil.ShareNo // the fleet has left this half-open period
+	}
+	if !fb.s.available() {
+		return resil.ShareUnavailable
+	}
+	outcome := 3
+	switch o {
+	case resil.TrialSucceeded:
+		outcome = 1
+	case resil.TrialFailed:
+		outcome = 2
+	}
+	res, err := do(fb.s, func(ctx context.Context) ([]int64, error) {
+		return settleScript.Run(ctx, fb.s.client, []string{fb.keys[0], fb.keys[2]},
+			l.epoch, l.id, outcome, fb.halfOpen, fb.openFor).Int64Slice()
+	})
+	if err != nil || len(res) != 2 {
+		return resil.ShareUnavailable
+	}
+	if epoch := uint64(res[1]); epoch != l.epoch {
+		fb.mu.Lock()
+		if fb.epoch == l.epoch {
+			// The breaker makes the same transition itself on return.
+			fb.epoch = epoch
+			fb.version++
+			fb.leases = nil
+		}
+		fb.mu.Unlock()
+	}
+	if res[0] == 1 {
+		return resil.ShareYes
+	}
+	return resil.ShareNo
+}
+
+// request takes the breaker's snapshot for a sync, with the transition it
+// proposes: one it made itself since the last adoption.
+func (fb *fleetBreaker) request() syncRequest {
+	snap := fb.link.Snapshot()
+	fb.mu.Lock()
+	defer fb.mu.Unlock()
+	r := syncRequest{snap: snap, epoch: fb.epoch, version: fb.version}
+	if snap.Gen != fb.synced {
+		switch snap.State {
+		case resil.StateOpen:
+			r.proposal = 1
+		case resil.StateClosed:
+			r.proposal = 2
+		}
+	}
+	return r
+}
+
+// syncCmd queues the breaker's sync script on pipe.
+func (fb *fleetBreaker) syncCmd(ctx context.Context, pipe redis.Pipeliner, r syncRequest) *redis.Cmd {
+	s := fb.s
+	state := 0
+	switch r.snap.State {
+	case resil.StateOpen:
+		state = 1
+	case resil.StateHalfOpen:
+		state = 2
+	}
+	return syncScript.EvalSha(ctx, pipe, fb.keys, s.opts.Replica, r.snap.Successes, r.snap.Failures,
+		r.epoch, r.proposal, fb.openFor, ms(s.stale()), ms(keyTTL), state, ms(r.snap.Remaining))
+}
+
+// lost drops the fleet's counts when a sync failed: the breaker decides on
+// its own counts until Redis answers again.
+func (fb *fleetBreaker) lost(r syncRequest) { fb.link.SetFleet(r.snap.Gen, 0, 0) }
+
+// adopt applies a sync's reply: the breaker takes the fleet's state when
+// they differ, and the rest of the fleet's counts.
+func (fb *fleetBreaker) adopt(r syncRequest, cmd *redis.Cmd) {
+	v, err := cmd.Int64Slice()
+	if err != nil || len(v) != 5 {
+		fb.lost(r)
+		return
+	}
+	epoch, open, remaining := uint64(v[0]), v[1] == 1, time.Duration(v[2])*time.Millisecond
+	fb.mu.Lock()
+	current := fb.version == r.version
+	fb.mu.Unlock()
+	if !current {
+		return // a trial moved the epoch meanwhile; the next sync starts from there
+	}
+	moved := epoch != r.epoch
+	local := r.snap.State
+	var (
+		to   resil.BreakerState
+		need bool
+	)
+	switch {
+	case !open:
+		to, need = resil.StateClosed, local != resil.StateClosed
+	case remaining > 0:
+		to, need = resil.StateOpen, local == resil.StateClosed || moved
+	default: // half-open: open with no time left
+		to, need, remaining = resil.StateOpen, local == resil.StateClosed || (moved && local == resil.StateOpen), 0
+	}
+	gen := r.snap.Gen
+	if need {
+		if g, ok := fb.link.Force(gen, to, remaining); ok {
+			gen = g
+		}
+	}
+	fb.mu.Lock()
+	if fb.version == r.version {
+		if moved {
+			fb.leases = nil
+		}
+		fb.epoch, fb.synced = epoch, gen
+	}
+	fb.mu.Unlock()
+	fb.link.SetFleet(gen, uint64(max(v[3], 0)), uint64(max(v[4], 0)))
+}

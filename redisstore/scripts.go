@@ -1,0 +1,181 @@
+package redisstore
+
+import "github.com/redis/go-redis/v9"
+
+// The Lua scripts the store runs. Each runs atomically on the server and
+// reads the server's clock (TIME), so the fleet's deadlines never depend on
+// the replicas' clocks agreeing. Times are milliseconds.
+//
+// A breaker's fleet state lives in three keys sharing one hash tag (one
+// cluster slot):
+//
+//	state   hash: epoch (a counter bumped by every fleet transition),
+//	        open (0/1), until (end of the open period; open and past it
+//	        means half-open), passed (trials that succeeded this half-open)
+//	counts  hash: replica -> "epoch successes failures stamp", each
+//	        replica's own window counts as of its last sync
+//	trials  sorted set: half-open trial leases, scored by their expiry
+
+// timeLua sets now to the server's time in milliseconds.
+const timeLua = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+`
+
+// syncScript publishes a replica's counts (and, with a proposal, its own
+// transition) and returns the fleet's state and the rest of the fleet's
+// counts.
+//
+// KEYS: state, counts, trials
+// ARGV: replica, successes, failures, known epoch, proposal (0 none,
+// 1 open, 2 closed), openFor, stale (counts older than this are dropped),
+// ttl (of the keys), the replica's state (0 closed, 1 open, 2 half-open),
+// what is left of its open period
+// Returns: {epoch, open, remaining open ms, successes, failures}
+var syncScript = redis.NewScript(timeLua + `
+local st = redis.call('HMGET', KEYS[1], 'epoch', 'open', 'until')
+local epoch = tonumber(st[1]) or 0
+local open = st[2] == '1'
+local till = tonumber(st[3]) or 0
+local known = tonumber(ARGV[4])
+local proposal = tonumber(ARGV[5])
+if known > epoch then
+	-- The fleet's epochs only grow: its state was lost (a restart without
+	-- persistence, a flush, expiry). The first replica to report seeds it
+	-- again from its own state, in a new epoch.
+	epoch = known + 1
+	local mine = tonumber(ARGV[9])
+	if mine == 0 then
+		open = false
+		redis.call('HSET', KEYS[1], 'epoch', epoch, 'open', 0, 'passed', 0)
+	else
+		open = true
+		till = now
+		if mine == 1 then till = now + tonumber(ARGV[10]) end
+		redis.call('HSET', KEYS[1], 'epoch', epoch, 'open', 1, 'until', till, 'passed', 0)
+	end
+	redis.call('DEL', KEYS[3])
+elseif known == epoch then
+	if proposal == 1 and (not open or now >= till) then
+		-- a trip, or a failed trial the fleet did not hear of
+		epoch = epoch + 1
+		open = true
+		till = now + tonumber(ARGV[6])
+		redis.call('HSET', KEYS[1], 'epoch', epoch, 'open', 1, 'until', till, 'passed', 0)
+		redis.call('DEL', KEYS[3])
+	elseif proposal == 2 and open and now >= till then
+		-- trials that succeeded while the fleet could not be asked
+		epoch = epoch + 1
+		open = false
+		redis.call('HSET', KEYS[1], 'epoch', epoch, 'open', 0, 'passed', 0)
+		redis.call('DEL', KEYS[3])
+	end
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[4] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. now)
+local stale = tonumber(ARGV[7])
+local ok, fail = 0, 0
+local all = redis.call('HGETALL', KEYS[2])
+for i = 1, #all, 2 do
+	local e, s, f, ts = string.match(all[i + 1], '^(%d+) (%d+) (%d+) (%d+)$')
+	if e == nil or now - tonumber(ts) > stale then
+		redis.call('HDEL', KEYS[2], all[i])
+	elseif all[i] ~= ARGV[1] and tonumber(e) == epoch then
+		ok = ok + tonumber(s)
+		fail = fail + tonumber(f)
+	end
+end
+local ttl = tonumber(ARGV[8])
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
+local remaining = 0
+if open then remaining = till - now end
+return {epoch, open and 1 or 0, remaining, ok, fail}
+`)
+
+// acquireScript takes one of the fleet's half-open trial places.
+//
+// KEYS: state, trials
+// ARGV: known epoch, HalfOpenCalls, lease id, lease ttl
+// Returns: {answer (1 yes, 0 no, -1 the fleet is closed: decide locally), epoch}
+var acquireScript = redis.NewScript(timeLua + `
+local st = redis.call('HMGET', KEYS[1], 'epoch', 'open', 'until', 'passed')
+local epoch = tonumber(st[1]) or 0
+if epoch ~= tonumber(ARGV[1]) then return {0, epoch} end
+if st[2] ~= '1' then return {-1, epoch} end
+if now < (tonumber(st[3]) or 0) then return {0, epoch} end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if redis.call('ZCARD', KEYS[2]) + (tonumber(st[4]) or 0) >= tonumber(ARGV[2]) then
+	return {0, epoch}
+end
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3])
+redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[4]))
+return {1, epoch}
+`)
+
+// settleScript ends a trial: a success counts towards closing the fleet, a
+// failure reopens it, an ignored outcome gives the place back.
+//
+// KEYS: state, trials
+// ARGV: known epoch, lease id, outcome (1 succeeded, 2 failed, 3 ignored),
+// HalfOpenCalls, openFor
+// Returns: {answer (1 the fleet closed, 0 otherwise), epoch}
+var settleScript = redis.NewScript(timeLua + `
+local epoch = tonumber(redis.call('HGET', KEYS[1], 'epoch')) or 0
+if epoch ~= tonumber(ARGV[1]) then return {0, epoch} end
+redis.call('ZREM', KEYS[2], ARGV[2])
+local outcome = tonumber(ARGV[3])
+if outcome == 1 then
+	local passed = redis.call('HINCRBY', KEYS[1], 'passed', 1)
+	if passed >= tonumber(ARGV[4]) then
+		epoch = epoch + 1
+		redis.call('HSET', KEYS[1], 'epoch', epoch, 'open', 0, 'passed', 0)
+		redis.call('DEL', KEYS[2])
+		return {1, epoch}
+	end
+elseif outcome == 2 then
+	epoch = epoch + 1
+	redis.call('HSET', KEYS[1], 'epoch', epoch, 'open', 1, 'until', now + tonumber(ARGV[5]), 'passed', 0)
+	redis.call('DEL', KEYS[2])
+end
+return {0, epoch}
+`)
+
+// presenceScript records that a replica is alive and returns how many are.
+//
+// KEYS: replicas (sorted set: replica -> last seen)
+// ARGV: replica, stale, ttl
+// Returns: the number of live replicas
+var presenceScript = redis.NewScript(timeLua + `
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+return redis.call('ZCARD', KEYS[1])
+`)
+
+// syncScripts are the scripts a sync pipelines with EVALSHA; they are
+// (re)loaded when the server does not know them (a restart flushes them).
+var syncScripts = []*redis.Script{syncScript, presenceScript}
+
+// gcraScript claims one call's turn in a fleet's bucket: the generic cell
+// rate algorithm, the bucket as one "theoretical arrival time" (tat) on
+// the server's clock, in microseconds.
+//
+// KEYS: tat
+// ARGV: interval (µs per call), tau ((Burst-1)·interval), maxWait (µs)
+// Returns: {1, wait} when the turn is claimed (the call passes after wait),
+// {0, retryAfter} when it is not (a call would pass after retryAfter).
+var gcraScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tau = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+local base = math.max(tat, now)
+local wait = base - tau - now
+if wait > tonumber(ARGV[3]) then
+	return {0, math.ceil(wait)}
+end
+local nt = base + interval
+redis.call('SET', KEYS[1], string.format('%.3f', nt), 'PX', math.ceil((nt - now) / 1000) + 1000)
+return {1, math.ceil(math.max(wait, 0))}
+`)

@@ -1,0 +1,69 @@
+package redisstore_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/resil-go/resil"
+	"github.com/resil-go/resil/redisstore"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestOptionsValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		opts redisstore.Options
+		want string
+	}{
+		{"zero", redisstore.Options{}, ""},
+		{"SyncEvery", redisstore.Options{SyncEvery: -time.Second}, "redisstore: Options.SyncEvery must be >= 0, got -1s"},
+		{"Timeout", redisstore.Options{Timeout: -time.Millisecond}, "redisstore: Options.Timeout must be >= 0, got -1ms"},
+		{"TrialLease", redisstore.Options{TrialLease: -1}, "redisstore: Options.TrialLease must be >= 0, got -1ns"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.opts.Validate()
+			if tt.want == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.EqualError(t, err, tt.want)
+			assert.PanicsWithValue(t, tt.want, func() { redisstore.New(client(t, "127.0.0.1:1"), tt.opts) })
+		})
+	}
+	assert.PanicsWithValue(t, "redisstore: New client must be non-nil, got nil", func() { redisstore.New(nil, redisstore.Options{}) })
+}
+
+func TestStoreNamesAndClose(t *testing.T) {
+	// Nothing listens on port 1: the store works on local state only.
+	s := redisstore.New(client(t, "127.0.0.1:1"), redisstore.Options{SyncEvery: 10 * time.Millisecond})
+	b := s.Breaker("a", resil.BreakerPolicy{})
+	assert.Same(t, b, s.Breaker("a", resil.BreakerPolicy{MinCalls: 3}), "one breaker per name")
+	assert.NotSame(t, b, s.Breaker("b", resil.BreakerPolicy{}))
+	l := s.RateLimiter("a", resil.RateLimitPolicy{Rate: 1})
+	assert.Same(t, l, s.RateLimiter("a", resil.RateLimitPolicy{Rate: 2}), "one limiter per name")
+	assert.PanicsWithValue(t, "resil: BreakerPolicy.MinCalls must be >= 0, got -1", func() {
+		s.Breaker("c", resil.BreakerPolicy{MinCalls: -1})
+	})
+	assert.PanicsWithValue(t, "resil: RateLimitPolicy.Rate must be > 0 and finite, got 0", func() {
+		s.RateLimiter("c", resil.RateLimitPolicy{})
+	})
+	require.Eventually(t, func() bool { return !s.Connected() }, converge, time.Millisecond)
+	assert.Equal(t, 1, s.Replicas())
+	require.NoError(t, s.Close())
+	require.NoError(t, s.Close(), "Close is idempotent")
+	// After Close, breakers and limiters keep working on local state.
+	_, err := resil.New[int]().Breaker(b).RateLimit(l).Run(t.Context(), ok)
+	require.NoError(t, err)
+}
+
+func FuzzOptionsValidate(f *testing.F) {
+	f.Add(int64(0), int64(0), int64(0))
+	f.Add(int64(-1), int64(1), int64(1))
+	f.Fuzz(func(t *testing.T, syncEvery, timeout, lease int64) {
+		opts := redisstore.Options{SyncEvery: time.Duration(syncEvery), Timeout: time.Duration(timeout), TrialLease: time.Duration(lease)}
+		err := opts.Validate()
+		assert.Equal(t, syncEvery < 0 || timeout < 0 || lease < 0, err != nil, "Validate: %v", err)
+	})
+}

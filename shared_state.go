@@ -1,0 +1,393 @@
+package resil
+
+import (
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Sharing a breaker's state between processes.
+//
+// The replicas of a service each hold their own *Breaker. A share (an
+// implementation of BreakerShare, such as the redisstore module's) lets
+// them act as one breaker: the failure ratio and MinCalls count the whole
+// fleet's outcomes, a trip on one replica opens all of them, and half-open
+// trials are admitted fleet-wide. The division of labour keeps the cost of
+// a call where it is for a local breaker:
+//
+//   - A closed call that succeeds never touches the share: no I/O, no
+//     allocation, no lock. A failure, whose trip decision is taken under the
+//     breaker's lock, adds the fleet's counts that the share last delivered
+//     (a read of two integers) and tells the share when it trips (a call
+//     that must not block).
+//   - Half-open trials are rare: AcquireTrial and SettleTrial may each make
+//     one round trip to the store, bounded in time.
+//   - Everything else flows from the share's own background work into the
+//     breaker through a BreakerLink: the breaker's own counts out
+//     (Snapshot), the rest of the fleet's counts in (SetFleet), and the
+//     fleet's state in (Force).
+//
+// When the store cannot answer, the share says ShareUnavailable and the
+// breaker decides as a local breaker would: nothing fails because the store
+// does.
+
+// BreakerShare is the state a breaker shares with other processes, seen
+// from one breaker. A Breaker made by NewSharedBreaker calls it only on its
+// rare paths, never on a closed call that succeeds and never while the
+// breaker's lock is held. Implementations must be safe for concurrent use:
+// the methods are called from the goroutines that call the breaker.
+type BreakerShare interface {
+	// Tripped tells the share that the breaker opened because of its own
+	// failures, so that it can tell the rest of the fleet. It is called on
+	// the failing call's goroutine and must return at once, without I/O:
+	// hand the news to background work.
+	Tripped()
+	// AcquireTrial asks for one of the fleet's HalfOpenCalls trial places
+	// before the half-open breaker admits a trial: ShareYes admits the
+	// trial, ShareNo rejects the call with ErrBreakerOpen (the places are
+	// taken, or the fleet is still open), ShareUnavailable lets the breaker
+	// decide alone. It may make one round trip, and must return within a
+	// short, bounded time.
+	AcquireTrial() ShareAnswer
+	// SettleTrial reports how a trial admitted after ShareYes ended, and
+	// gives its place back when the outcome is TrialIgnored. For
+	// TrialSucceeded the answer says whether the breaker closes: ShareYes
+	// when the fleet has now seen HalfOpenCalls trials succeed (the breaker
+	// closes), ShareNo when it has not yet (the breaker stays half-open and
+	// the fleet's close arrives through Force), ShareUnavailable to count
+	// the success as a local breaker would. A failed trial reopens the
+	// breaker whatever the answer. It may make one round trip, and must
+	// return within a short, bounded time.
+	SettleTrial(o TrialOutcome) ShareAnswer
+}
+
+// ShareAnswer is a BreakerShare's answer to a breaker. The zero value is
+// ShareUnavailable.
+type ShareAnswer int
+
+const (
+	// ShareUnavailable: the store could not answer (in time); the breaker
+	// decides as a local breaker would.
+	ShareUnavailable ShareAnswer = iota
+	// ShareYes: the fleet agrees (a trial place is granted, or the fleet
+	// closes).
+	ShareYes
+	// ShareNo: the fleet refuses (no trial place), or has not decided yet
+	// (more trials must succeed elsewhere).
+	ShareNo
+)
+
+// TrialOutcome is how a half-open trial ended. The zero value is not a
+// valid outcome.
+type TrialOutcome int
+
+const (
+	// TrialSucceeded: the trial returned without error.
+	TrialSucceeded TrialOutcome = iota + 1
+	// TrialFailed: the trial returned an error the breaker counts as a
+	// failure.
+	TrialFailed
+	// TrialIgnored: the trial brought no outcome (an ignored error, a
+	// panic); its place is given back.
+	TrialIgnored
+)
+
+// BreakerSnapshot is what BreakerLink.Snapshot reports of a breaker: a
+// plain value, a copy taken under the breaker's lock. The zero value is a
+// closed breaker's first generation with no outcomes.
+type BreakerSnapshot struct {
+	// State is the breaker's state (an open breaker whose OpenFor has
+	// passed is reported half-open).
+	State BreakerState
+	// Gen identifies the state: it changes with every transition. Pass it
+	// back to SetFleet and Force, which act only while it is current.
+	Gen uint64
+	// Successes and Failures are the breaker's own outcomes in its window
+	// (zero unless closed), without the fleet's.
+	Successes, Failures uint64
+	// Remaining is what is left of the open period (zero unless open).
+	Remaining time.Duration
+}
+
+// BreakerLink is how a share's background work drives a breaker made by
+// NewSharedBreaker. The zero value is not usable. Its methods are safe for
+// concurrent use, take the breaker's lock briefly, and report the
+// transitions they make to OnStateChange on the calling goroutine.
+type BreakerLink struct{ b *Breaker }
+
+// NewSharedBreaker returns a closed breaker configured by policy whose
+// state is shared through share, and the link through which the share's
+// background work drives it. It panics when policy is invalid (see
+// BreakerPolicy.Validate) or share is nil. The breaker is used like any
+// other: per call it costs what a local breaker does.
+func NewSharedBreaker(policy BreakerPolicy, share BreakerShare) (*Breaker, BreakerLink) {
+	if share == nil {
+		panic("resil: NewSharedBreaker share must be non-nil, got nil")
+	}
+	b := NewBreaker(policy)
+	b.share = &breakerShare{s: share}
+	return b, BreakerLink{b: b}
+}
+
+// Breaker returns the linked breaker.
+func (l BreakerLink) Breaker() *Breaker { return l.b }
+
+// Policy returns the linked breaker's policy with defaults filled in
+// (FailureRatio, MinCalls, OpenFor, HalfOpenCalls; Window is rounded to
+// its buckets; the callbacks are not returned).
+func (l BreakerLink) Policy() BreakerPolicy {
+	b := l.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return BreakerPolicy{
+		FailureRatio:  b.ratio,
+		MinCalls:      int(b.minCalls),
+		Window:        time.Duration(b.width * windowBuckets),
+		OpenFor:       time.Duration(b.openFor),
+		HalfOpenCalls: b.halfOpenCalls,
+	}
+}
+
+// Snapshot brings the breaker's window up to date (and makes a due open →
+// half-open transition) and returns its state and its own counts.
+func (l BreakerLink) Snapshot() BreakerSnapshot {
+	b := l.b
+	b.mu.Lock()
+	now := clock()
+	_, changed := b.advance(now)
+	w := b.word.Load()
+	s := BreakerSnapshot{State: BreakerState(w & 3), Gen: w >> 2}
+	if s.State == StateOpen {
+		s.Remaining = time.Duration(max(b.openUntil.Load()-now, 0))
+	}
+	if s.State == StateClosed {
+		b.fold(now, false)
+		for _, r := range b.ring {
+			s.Successes += r.ok
+			s.Failures += r.fail
+		}
+	}
+	b.mu.Unlock()
+	if changed {
+		b.report()
+	}
+	return s
+}
+
+// SetFleet delivers the rest of the fleet's window counts (the fleet's
+// without this breaker's own) for the breaker's trip decisions, while gen
+// is current; it reports whether they were taken. Counts stay until the
+// next SetFleet or transition (every transition clears them with the
+// window): a share that loses its store should deliver zeros, so that the
+// breaker decides on its own counts.
+func (l BreakerLink) SetFleet(gen uint64, successes, failures uint64) bool {
+	b := l.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.word.Load()>>2 != gen {
+		return false
+	}
+	b.share.ok, b.share.fail = successes, failures
+	return true
+}
+
+// Force puts the breaker in the fleet's state while gen is current, and
+// returns the breaker's generation after it and whether gen was current. A breaker already in state to stays in
+// it (no transition); otherwise the transition is made as the breaker's own
+// are: a new generation, a clear window, reported to OnStateChange. For
+// StateOpen, the breaker stays open for openFor from now (<= 0: it is
+// half-open at the next look), also when it was open already.
+func (l BreakerLink) Force(gen uint64, to BreakerState, openFor time.Duration) (uint64, bool) {
+	b := l.b
+	b.mu.Lock()
+	w := b.word.Load()
+	if w>>2 != gen {
+		b.mu.Unlock()
+		return w >> 2, false
+	}
+	now := clock()
+	changed := false
+	if BreakerState(w&3) != to {
+		b.setState(to, now)
+		changed = true
+	}
+	if to == StateOpen {
+		b.openUntil.Store(now + max(int64(openFor), 0))
+	}
+	gen = b.word.Load() >> 2
+	b.mu.Unlock()
+	if changed {
+		b.report()
+	}
+	return gen, true
+}
+
+// breakerShare is a shared breaker's view of its fleet. s is fixed; the
+// counts are guarded by the breaker's mu. The methods accept a nil
+// receiver (a local breaker), so that each hook in stage_breaker.go is one
+// line.
+type breakerShare struct {
+	s        BreakerShare
+	ok, fail uint64 // the rest of the fleet's window counts, from SetFleet
+}
+
+// fleet adds the rest of the fleet's counts to the breaker's own. Called
+// with mu held.
+func (s *breakerShare) fleet(ok, fail uint64) (uint64, uint64) {
+	if s == nil {
+		return ok, fail
+	}
+	return ok + s.ok, fail + s.fail
+}
+
+// clear drops the fleet's counts at a transition. Called with mu held.
+func (s *breakerShare) clear() {
+	if s != nil {
+		s.ok, s.fail = 0, 0
+	}
+}
+
+// tripped tells the share the breaker opened. Called without mu.
+func (s *breakerShare) tripped() {
+	if s != nil {
+		s.s.Tripped()
+	}
+}
+
+// acquireTrial asks the fleet for a trial place for a trial the breaker
+// admitted in generation gen, and gives the local place back when the
+// fleet refuses. Called without mu.
+func (s *breakerShare) acquireTrial(b *Breaker, gen uint64) bool {
+	if s == nil || s.s.AcquireTrial() != ShareNo {
+		return true
+	}
+	b.mu.Lock()
+	if b.word.Load()>>2 == gen {
+		b.trials--
+	}
+	b.mu.Unlock()
+	return false
+}
+
+// settle reports a trial's outcome to the fleet. Called without mu.
+func (s *breakerShare) settle(o outcome) ShareAnswer {
+	if s == nil {
+		return ShareUnavailable
+	}
+	switch o {
+	case success:
+		return s.s.SettleTrial(TrialSucceeded)
+	case failure:
+		return s.s.SettleTrial(TrialFailed)
+	}
+	return s.s.SettleTrial(TrialIgnored)
+}
+
+// Sharing a rate limiter's bucket between processes.
+//
+// A rate limiter made by NewSharedRateLimiter asks its share for every
+// call's turn: the fleet's bucket lives in the store, so each call costs
+// the store's round trip (unlike a breaker's). When the store cannot
+// answer, the limiter falls back to its local share: a bucket of its own
+// with the policy's Rate and Burst scaled by the fraction the share's
+// background work sets with RateLimiterLink.SetLocalShare (1/replicas is
+// the natural choice), so that the fleet as a whole stays near its limit
+// while the store is away.
+
+// RateLimitShare is the bucket a rate limiter shares with other processes,
+// seen from one limiter. Implementations must be safe for concurrent use:
+// Reserve is called on the goroutine of every call through the limiter.
+type RateLimitShare interface {
+	// Reserve asks the fleet's bucket for the turn of one call that may
+	// wait up to maxWait. ShareYes: the turn is claimed, and the call
+	// passes after wait (0: at once). ShareNo: nothing is claimed, and a
+	// call would pass without waiting after wait (> 0). ShareUnavailable:
+	// the store could not answer, and the limiter decides with its local
+	// share. It may make one round trip, and must return within a short,
+	// bounded time. A claimed turn is not given back when the caller's
+	// context ends during the wait.
+	Reserve(maxWait time.Duration) (wait time.Duration, answer ShareAnswer)
+}
+
+// RateLimiterLink is how a share's background work adjusts a rate limiter
+// made by NewSharedRateLimiter. The zero value is not usable. Its methods
+// are safe for concurrent use.
+type RateLimiterLink struct{ l *RateLimiter }
+
+// NewSharedRateLimiter returns a rate limiter configured by policy whose
+// bucket is shared through share, and its link. Until SetLocalShare is
+// called its local share is the whole policy. It panics when policy is
+// invalid (see RateLimitPolicy.Validate) or share is nil.
+func NewSharedRateLimiter(policy RateLimitPolicy, share RateLimitShare) (*RateLimiter, RateLimiterLink) {
+	if share == nil {
+		panic("resil: NewSharedRateLimiter share must be non-nil, got nil")
+	}
+	l := NewRateLimiter(policy)
+	rs := &rateShare{s: share, policy: policy}
+	rs.local.Store(NewRateLimiter(policy))
+	l.share = rs
+	return l, RateLimiterLink{l: l}
+}
+
+// RateLimiter returns the linked limiter.
+func (k RateLimiterLink) RateLimiter() *RateLimiter { return k.l }
+
+// Policy returns the policy the linked limiter was made with, Burst's
+// default filled in.
+func (k RateLimiterLink) Policy() RateLimitPolicy {
+	p := k.l.share.policy
+	p.Burst = max(p.Burst, 1)
+	return p
+}
+
+// SetLocalShare sets the part of the policy the limiter allows on its own
+// when the store cannot answer: Rate·fraction calls per second, with a
+// bucket of Burst·fraction rounded up (at least 1), which starts full. A
+// fraction outside (0, 1] or NaN is taken as 1. Setting the fraction it
+// already has keeps the local bucket as it is.
+func (k RateLimiterLink) SetLocalShare(fraction float64) {
+	if !(fraction > 0 && fraction <= 1) {
+		fraction = 1
+	}
+	rs := k.l.share
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if fraction == rs.fraction {
+		return
+	}
+	rs.fraction = fraction
+	p := rs.policy
+	p.Rate = max(p.Rate*fraction, math.SmallestNonzeroFloat64) // > 0 even when the product underflows
+	p.Burst = max(int(math.Ceil(float64(max(p.Burst, 1))*fraction)), 1)
+	rs.local.Store(NewRateLimiter(p))
+}
+
+// rateShare is a shared limiter's view of its fleet.
+type rateShare struct {
+	s      RateLimitShare
+	policy RateLimitPolicy
+	local  atomic.Pointer[RateLimiter] // the local share, for when the store cannot answer
+
+	mu       sync.Mutex // serialises SetLocalShare
+	fraction float64    // of the current local share; 0 until SetLocalShare
+}
+
+// reserve is RateLimiter.reserve for a shared limiter: the fleet's bucket
+// decides, or the local share when the store cannot answer.
+func (rs *rateShare) reserve(now, maxWait int64) (int64, bool) {
+	wait, answer := rs.s.Reserve(time.Duration(maxWait))
+	switch answer {
+	case ShareYes:
+		return max(int64(wait), 0), true
+	case ShareNo:
+		return max(int64(wait), 1), false
+	}
+	return rs.local.Load().reserve(now, maxWait)
+}
+
+// unreserve gives a turn back to the local share, when it was the local
+// share's; a turn the fleet granted stays taken.
+func (rs *rateShare) unreserve(now, wait int64) {
+	rs.local.Load().unreserve(now, wait)
+}
