@@ -22,8 +22,9 @@ type BreakerPolicy struct {
 	// 0 means 10. Negative is invalid.
 	MinCalls int
 	// Window is how long an outcome counts. Outcomes are kept in 20 buckets
-	// of Window/20, so one may drop out up to Window/20 early (see Breaker
-	// for how successes are timed). 0 means 10s. Negative is invalid.
+	// of Window/20, so one may drop out up to Window/20 early (a success up
+	// to Window/10: see Breaker for how successes are timed). 0 means 10s.
+	// Negative is invalid.
 	Window time.Duration
 	// OpenFor is how long the breaker rejects calls before it admits
 	// trials. 0 means 5s. Negative is invalid.
@@ -105,22 +106,25 @@ const (
 // zero Breaker is not usable.
 //
 // State moves only when calls (or State) look at it: there is no timer and
-// no goroutine. The closed path takes no lock and reads no clock on a
-// success: a success is added to a per-CPU counter, and the counters are
-// folded into the window by the next failure, or once a counter holds a
-// batch of successes. The batch grows (up to 64) only while folds come less
-// than a quarter bucket apart, and shrinks to 1 when traffic slows, so at
-// low rates every success is timed exactly. Folded successes are dated at
-// the previous fold (the one that completed the batch at its own time), so
-// a success may count up to about a bucket early but never late: in steady
-// traffic, outcomes leave the window at most Window/10 early.
+// no goroutine. The closed path takes no lock on a success: a success is
+// added to a per-CPU counter, and the counters are folded into the window by
+// the next failure, once a counter holds a batch of successes, or by a
+// success that finds the last fold more than half a bucket old. The batch
+// grows (up to 64) only while folds come less than a quarter bucket apart,
+// and shrinks to 1 when traffic slows, so at low rates every success is
+// timed exactly (and a batch of 1 reads no clock outside the lock). Folded
+// successes are dated at the previous fold (the one that completed the fold
+// at its own time), so a success may count up to half a bucket early but
+// never late: whatever the traffic, outcomes leave the window at most
+// Window/10 early.
 type Breaker struct {
 	// Read on every call, written only on transitions and batch changes.
-	word      atomic.Uint64 // generation<<2 | BreakerState
-	openUntil atomic.Int64  // clock() at which an open period ends
-	shards    []shard       // per-P success counters; len is a power of 2
-	batch     atomic.Uint32 // successes a counter collects before a fold
-	_         [cacheLine - 8 - 8 - 24 - 4]byte // keeps mu's line apart
+	word      atomic.Uint64                        // generation<<2 | BreakerState
+	openUntil atomic.Int64                         // clock() at which an open period ends
+	foldBy    atomic.Int64                         // clock() after which a success folds at once
+	shards    []shard                              // per-P success counters; len is a power of 2
+	batch     atomic.Uint32                        // successes a counter collects before a fold
+	_         [cacheLine - 8 - 8 - 8 - 24 - 4]byte // keeps mu's line apart
 
 	mu sync.Mutex
 	// Guarded by mu.
@@ -208,6 +212,7 @@ func NewBreaker(policy BreakerPolicy) *Breaker {
 	now := clock()
 	b.cur = floorDiv(now, b.width)
 	b.lastFold = now
+	b.foldBy.Store(now + b.width/2)
 	return b
 }
 
@@ -257,7 +262,10 @@ func (b *Breaker) succeedClosed(gen uint64) {
 		}
 	}
 	procUnpin()
-	if n >= b.batch.Load() {
+	// Counted successes are dated at the last fold; one that finds that
+	// fold more than half a bucket old folds at once, or a trickle after a
+	// burst would be dated back to the burst and leave the window early.
+	if n >= b.batch.Load() || clock() > b.foldBy.Load() {
 		b.foldBatch(gen)
 	}
 }
@@ -307,6 +315,7 @@ func (b *Breaker) fold(now int64, trigger bool) {
 		b.batch.Store(k / 2)
 	}
 	b.lastFold = now
+	b.foldBy.Store(now + b.width/2)
 }
 
 // roll advances the ring to now, clearing the buckets that expired.
@@ -384,6 +393,7 @@ func (b *Breaker) setState(to BreakerState, now int64) transition {
 	b.ring = [windowBuckets]bucket{}
 	b.cur = floorDiv(now, b.width)
 	b.lastFold = now
+	b.foldBy.Store(now + b.width/2)
 	b.batch.Store(1)
 	b.trials, b.passed = 0, 0
 	tr := transition{from: BreakerState(old & 3), to: to}
