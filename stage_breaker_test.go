@@ -1,0 +1,348 @@
+package resil_test
+
+import (
+	"context"
+	"errors"
+	"math"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/resil-go/resil"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// breakerHarness runs calls through a breaker and records transitions.
+type breakerHarness struct {
+	t           *testing.T
+	b           *resil.Breaker
+	p           resil.Pipeline[int]
+	mu          sync.Mutex
+	transitions []string
+}
+
+func newHarness(t *testing.T, policy resil.BreakerPolicy) *breakerHarness {
+	h := &breakerHarness{t: t}
+	policy.OnStateChange = func(from, to resil.BreakerState) {
+		// Calling State here would deadlock if the lock were held.
+		_ = h.b.State()
+		h.mu.Lock()
+		h.transitions = append(h.transitions, from.String()+"→"+to.String())
+		h.mu.Unlock()
+	}
+	h.b = resil.NewBreaker(policy)
+	h.p = resil.New[int]().Breaker(h.b)
+	return h
+}
+
+// call runs one call with the given result and reports whether fn ran.
+func (h *breakerHarness) call(err error) (ran bool, got error) {
+	_, got = h.p.Run(context.Background(), func(context.Context) (int, error) {
+		ran = true
+		return 1, err
+	})
+	return ran, got
+}
+
+func (h *breakerHarness) times(n int, err error) {
+	for range n {
+		ran, _ := h.call(err)
+		require.True(h.t, ran)
+	}
+}
+
+func (h *breakerHarness) log() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.transitions...)
+}
+
+func TestBreakerTripsOnRatioAfterMinCalls(t *testing.T) {
+	tests := []struct {
+		name      string
+		policy    resil.BreakerPolicy
+		successes int
+		failures  int
+		wantOpen  bool
+	}{
+		{"defaults: 5 of 10 trips", resil.BreakerPolicy{}, 5, 5, true},
+		{"defaults: 4 of 10 does not", resil.BreakerPolicy{}, 6, 4, false},
+		{"defaults: 9 calls are too few", resil.BreakerPolicy{}, 0, 9, false},
+		{"ratio 0.3, MinCalls 10: 3 of 10", resil.BreakerPolicy{FailureRatio: 0.3}, 7, 3, true},
+		{"ratio 1: all must fail", resil.BreakerPolicy{FailureRatio: 1, MinCalls: 3}, 1, 3, false},
+		{"ratio 1, MinCalls 3", resil.BreakerPolicy{FailureRatio: 1, MinCalls: 3}, 0, 3, true},
+		{"MinCalls 1", resil.BreakerPolicy{MinCalls: 1}, 0, 1, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h := newHarness(t, tt.policy)
+				h.times(tt.successes, nil)
+				h.times(tt.failures, errFlaky)
+				if tt.wantOpen {
+					assert.Equal(t, resil.StateOpen, h.b.State())
+					assert.Equal(t, []string{"closed→open"}, h.log())
+				} else {
+					assert.Equal(t, resil.StateClosed, h.b.State())
+					assert.Empty(t, h.log())
+				}
+			})
+		})
+	}
+}
+
+func TestBreakerOpenRejectsThenHalfOpens(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, resil.BreakerPolicy{MinCalls: 2, OpenFor: 5 * time.Second, HalfOpenCalls: 2})
+		h.times(2, errFlaky)
+		require.Equal(t, resil.StateOpen, h.b.State())
+
+		ran, err := h.call(nil)
+		assert.False(t, ran, "open: the wrapped stages do not run")
+		assert.Same(t, resil.ErrBreakerOpen, err)
+
+		time.Sleep(5*time.Second - time.Nanosecond)
+		ran, _ = h.call(nil)
+		assert.False(t, ran, "still open just before OpenFor")
+
+		time.Sleep(time.Nanosecond)
+		assert.Equal(t, resil.StateHalfOpen, h.b.State(), "State reports half-open once OpenFor passed")
+		ran, err = h.call(nil)
+		assert.True(t, ran)
+		assert.NoError(t, err)
+		assert.Equal(t, resil.StateHalfOpen, h.b.State(), "1 of 2 trials succeeded")
+		ran, _ = h.call(nil)
+		assert.True(t, ran)
+		assert.Equal(t, resil.StateClosed, h.b.State())
+		assert.Equal(t, []string{"closed→open", "open→half-open", "half-open→closed"}, h.log())
+	})
+}
+
+func TestBreakerFailedTrialReopensForFullOpenFor(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, resil.BreakerPolicy{MinCalls: 1, OpenFor: 5 * time.Second})
+		h.times(1, errFlaky)
+		time.Sleep(5 * time.Second)
+		time.Sleep(time.Second) // the trial comes a little late
+		ran, _ := h.call(errFlaky)
+		require.True(t, ran)
+		assert.Equal(t, resil.StateOpen, h.b.State())
+		time.Sleep(5*time.Second - time.Nanosecond)
+		ran, _ = h.call(nil)
+		assert.False(t, ran, "reopened for a full OpenFor from the failed trial")
+		time.Sleep(time.Nanosecond)
+		ran, _ = h.call(nil)
+		assert.True(t, ran)
+		assert.Equal(t, []string{"closed→open", "open→half-open", "half-open→open", "open→half-open", "half-open→closed"}, h.log())
+	})
+}
+
+func TestBreakerHalfOpenAdmitsTrialsInAll(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Second, HalfOpenCalls: 2})
+		h.times(1, errFlaky)
+		time.Sleep(time.Second)
+
+		release := make(chan struct{})
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Go(func() {
+				_, _ = h.p.Run(context.Background(), func(context.Context) (int, error) {
+					<-release
+					return 1, nil
+				})
+			})
+		}
+		synctest.Wait() // both trials are blocked inside
+		ran, err := h.call(nil)
+		assert.False(t, ran, "a third call while two trials run is rejected")
+		assert.Same(t, resil.ErrBreakerOpen, err)
+		close(release)
+		wg.Wait()
+		assert.Equal(t, resil.StateClosed, h.b.State())
+	})
+}
+
+func TestBreakerIgnoredTrialGivesItsPlaceBack(t *testing.T) {
+	outcomes := map[string]func() (int, error){
+		"permanent error": func() (int, error) { return 0, resil.Permanent(errFlaky) },
+		"canceled":        func() (int, error) { return 0, context.Canceled },
+		"panic":           func() (int, error) { panic("boom") },
+	}
+	for name, outcome := range outcomes {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h := newHarness(t, resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Second})
+				h.times(1, errFlaky)
+				time.Sleep(time.Second)
+				func() {
+					defer func() { _ = recover() }()
+					_, _ = h.p.Run(context.Background(), func(context.Context) (int, error) { return outcome() })
+				}()
+				assert.Equal(t, resil.StateHalfOpen, h.b.State())
+				ran, err := h.call(nil)
+				assert.True(t, ran, "the place was given back")
+				assert.NoError(t, err)
+				assert.Equal(t, resil.StateClosed, h.b.State())
+			})
+		})
+	}
+}
+
+func TestBreakerOutcomeClassification(t *testing.T) {
+	onlyBoom := func(err error) bool { return err.Error() == "boom" }
+	tests := []struct {
+		name      string
+		failureIf func(error) bool
+		err       error
+		wantOpen  bool
+	}{
+		{"unmarked transient counts", nil, errFlaky, true},
+		{"Permanent is ignored", nil, resil.Permanent(errFlaky), false},
+		{"Transient counts even when FailureIf says no", onlyBoom, resil.Transient(errFlaky), true},
+		{"context.Canceled is ignored by default", nil, context.Canceled, false},
+		{"FailureIf decides unmarked: no", onlyBoom, errFlaky, false},
+		{"FailureIf decides unmarked: yes", onlyBoom, errors.New("boom"), true},
+		{"Permanent beats FailureIf", func(error) bool { return true }, resil.Permanent(errFlaky), false},
+		{"deadline exceeded counts", nil, context.DeadlineExceeded, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h := newHarness(t, resil.BreakerPolicy{MinCalls: 3, FailureIf: tt.failureIf})
+				h.times(3, tt.err)
+				want := resil.StateClosed
+				if tt.wantOpen {
+					want = resil.StateOpen
+				}
+				assert.Equal(t, want, h.b.State())
+			})
+		})
+	}
+}
+
+func TestBreakerWindowExpiresOutcomes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, resil.BreakerPolicy{MinCalls: 4, Window: 10 * time.Second})
+		h.times(3, errFlaky)
+		time.Sleep(10 * time.Second) // those three are now out of the window
+		h.times(3, errFlaky)
+		assert.Equal(t, resil.StateClosed, h.b.State(), "only 3 calls in the window")
+		h.times(1, errFlaky)
+		assert.Equal(t, resil.StateOpen, h.b.State())
+	})
+}
+
+func TestBreakerWindowKeepsRecentOutcomes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, resil.BreakerPolicy{MinCalls: 3, FailureRatio: 0.5, Window: 10 * time.Second})
+		h.times(3, nil)
+		time.Sleep(8 * time.Second) // still in the window: they dilute the ratio
+		h.times(2, errFlaky)
+		assert.Equal(t, resil.StateClosed, h.b.State(), "2 failures of 5 calls")
+		time.Sleep(2 * time.Second) // the successes leave the window
+		h.times(1, errFlaky)
+		assert.Equal(t, resil.StateOpen, h.b.State(), "3 failures of 3 calls")
+	})
+}
+
+// TestBreakerManySuccessesThenQuiet: successes counted in batches are
+// still dated no later than they happened.
+func TestBreakerManySuccessesThenQuiet(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, resil.BreakerPolicy{MinCalls: 5, Window: 10 * time.Second})
+		h.times(1000, nil)
+		time.Sleep(11 * time.Second)
+		h.times(5, errFlaky)
+		assert.Equal(t, resil.StateOpen, h.b.State(), "the old successes no longer dilute")
+	})
+}
+
+func TestBreakerIgnoresOutcomesFromAnEarlierState(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Second})
+		release := make(chan struct{})
+		go func() {
+			// Admitted while closed; fails after the breaker has moved on.
+			_, _ = h.p.Run(context.Background(), func(context.Context) (int, error) {
+				<-release
+				return 0, errFlaky
+			})
+		}()
+		synctest.Wait()
+		h.times(1, errFlaky) // opens
+		time.Sleep(time.Second)
+		h.times(1, nil) // trial succeeds: closed again
+		require.Equal(t, resil.StateClosed, h.b.State())
+		close(release)
+		synctest.Wait()
+		assert.Equal(t, resil.StateClosed, h.b.State(), "the stale failure does not count")
+	})
+}
+
+func TestBreakerGuardsPipelinesOfAnyType(t *testing.T) {
+	b := resil.NewBreaker(resil.BreakerPolicy{MinCalls: 2})
+	ints := resil.New[int]().Breaker(b)
+	strs := resil.New[string]().Breaker(b)
+	_, _ = ints.Run(context.Background(), func(context.Context) (int, error) { return 0, errFlaky })
+	_, _ = strs.Run(context.Background(), func(context.Context) (string, error) { return "", errFlaky })
+	assert.Equal(t, resil.StateOpen, b.State())
+	_, err := strs.Run(context.Background(), func(context.Context) (string, error) { return "x", nil })
+	assert.ErrorIs(t, err, resil.ErrBreakerOpen)
+}
+
+func TestBreakerOnStateChangePanicKeepsState(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		calls := 0
+		b := resil.NewBreaker(resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Second, OnStateChange: func(from, to resil.BreakerState) {
+			calls++
+			if calls == 1 {
+				panic("callback")
+			}
+		}})
+		p := resil.New[int]().Breaker(b)
+		assert.PanicsWithValue(t, "callback", func() {
+			_, _ = p.Run(context.Background(), func(context.Context) (int, error) { return 0, errFlaky })
+		})
+		assert.Equal(t, resil.StateOpen, b.State())
+		time.Sleep(time.Second)
+		assert.Equal(t, resil.StateHalfOpen, b.State())
+		assert.Equal(t, 2, calls, "later transitions are still reported")
+	})
+}
+
+func TestBreakerPolicyValidate(t *testing.T) {
+	tests := []struct {
+		p    resil.BreakerPolicy
+		want string
+	}{
+		{resil.BreakerPolicy{}, ""},
+		{resil.BreakerPolicy{FailureRatio: 1, MinCalls: 1, Window: 1, OpenFor: 1, HalfOpenCalls: 1}, ""},
+		{resil.BreakerPolicy{FailureRatio: -0.1}, "resil: BreakerPolicy.FailureRatio must be in [0, 1], got -0.1"},
+		{resil.BreakerPolicy{FailureRatio: 1.5}, "resil: BreakerPolicy.FailureRatio must be in [0, 1], got 1.5"},
+		{resil.BreakerPolicy{FailureRatio: math.NaN()}, "resil: BreakerPolicy.FailureRatio must be in [0, 1], got NaN"},
+		{resil.BreakerPolicy{MinCalls: -1}, "resil: BreakerPolicy.MinCalls must be >= 0, got -1"},
+		{resil.BreakerPolicy{Window: -time.Second}, "resil: BreakerPolicy.Window must be >= 0, got -1s"},
+		{resil.BreakerPolicy{OpenFor: -time.Second}, "resil: BreakerPolicy.OpenFor must be >= 0, got -1s"},
+		{resil.BreakerPolicy{HalfOpenCalls: -2}, "resil: BreakerPolicy.HalfOpenCalls must be >= 0, got -2"},
+	}
+	for _, tt := range tests {
+		err := tt.p.Validate()
+		if tt.want == "" {
+			assert.NoError(t, err)
+			assert.NotPanics(t, func() { resil.NewBreaker(tt.p) })
+			continue
+		}
+		assert.EqualError(t, err, tt.want)
+		assert.PanicsWithValue(t, tt.want, func() { resil.NewBreaker(tt.p) })
+	}
+}
+
+func TestBreakerStateString(t *testing.T) {
+	assert.Equal(t, "closed", resil.StateClosed.String())
+	assert.Equal(t, "open", resil.StateOpen.String())
+	assert.Equal(t, "half-open", resil.StateHalfOpen.String())
+	assert.Equal(t, "BreakerState(7)", resil.BreakerState(7).String())
+}

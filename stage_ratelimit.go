@@ -1,0 +1,231 @@
+package resil
+
+import (
+	"context"
+	"math"
+	"strconv"
+	"sync/atomic"
+	"time"
+)
+
+// RateLimitPolicy configures a rate limiter: a token bucket that refills at
+// Rate tokens per second and holds at most Burst. It has no usable zero
+// value: Rate must be set.
+type RateLimitPolicy struct {
+	// Rate is the sustained number of calls per second. It must be > 0 and
+	// finite; there is no default. Rates above 1e9 (one call per
+	// nanosecond, the limiter's resolution) act as 1e9, and intervals
+	// between calls above 2^60ns (about 36 years) act as 2^60ns.
+	Rate float64
+	// Burst is the size of the bucket: how many calls may pass at once
+	// after a quiet period. The bucket starts full. 0 means 1. Negative is
+	// invalid.
+	Burst int
+	// MaxWait is how long a call may wait for its turn. A call whose turn
+	// lies further away fails at once with ErrRateLimited. 0 means a call
+	// never waits: it passes at once or is rejected. Negative is invalid.
+	MaxWait time.Duration
+}
+
+// Validate returns nil when p is a valid policy, or an error naming the
+// first invalid field and its value, with the message NewRateLimiter would
+// panic with. Use it for configuration loaded at run time.
+func (p RateLimitPolicy) Validate() error {
+	switch {
+	case !(p.Rate > 0) || math.IsInf(p.Rate, 1):
+		return configError("RateLimitPolicy.Rate must be > 0 and finite, got " + strconv.FormatFloat(p.Rate, 'g', -1, 64))
+	case p.Burst < 0:
+		return configError("RateLimitPolicy.Burst must be >= 0, got " + strconv.Itoa(p.Burst))
+	case p.MaxWait < 0:
+		return configError("RateLimitPolicy.MaxWait must be >= 0, got " + p.MaxWait.String())
+	}
+	return nil
+}
+
+// ErrRateLimited is matched, with errors.Is, by the error a RateLimit stage
+// returns for a call whose turn lay beyond its MaxWait or its context's
+// deadline. That error also has a method RetryAfter() time.Duration (which
+// an outer Retry uses as its wait) saying when a call would pass at once.
+// IsTransient reports true for it: the call may pass later.
+var ErrRateLimited error = &transientSentinel{sentinel{msg: "resil: rate limited"}}
+
+// transientSentinel is a sentinel that IsTransient reports as transient
+// through its Transient method, whatever else it matches.
+type transientSentinel struct{ sentinel }
+
+// Transient reports true: the condition passes with time.
+func (*transientSentinel) Transient() bool { return true }
+
+// rateLimitedError is what a RateLimit stage returns for a rejected call.
+// It matches ErrRateLimited (its Unwrap) and carries the time until a call
+// would pass.
+type rateLimitedError struct{ after time.Duration }
+
+func (e *rateLimitedError) Error() string {
+	return "resil: rate limited, retry after " + e.after.String()
+}
+
+func (e *rateLimitedError) Unwrap() error { return ErrRateLimited }
+
+// RetryAfter returns how long after the rejection a call would pass
+// without waiting, if no other call took the token first. It is exact to
+// the nanosecond and always > 0.
+func (e *rateLimitedError) RetryAfter() time.Duration { return e.after }
+
+// Transient reports true: the call may pass later.
+func (e *rateLimitedError) Transient() bool { return true }
+
+// maxSpan caps the limiter's intervals and waits so that no sum of them can
+// overflow an int64 of nanoseconds (2^60ns is about 36 years).
+const maxSpan = 1 << 60
+
+// RateLimiter is a token bucket shared by the pipelines that use it: it
+// lets calls pass at a sustained rate, with bursts up to the bucket's size.
+// Create it with NewRateLimiter; the zero RateLimiter is not usable. It is
+// safe for concurrent use and may limit any number of pipelines of any T.
+//
+// It keeps a single word of state, the "theoretical arrival time" of the
+// generic cell rate algorithm (GCRA, the token bucket expressed as a time):
+// the instant at which the bucket would be full again. A call reads it,
+// computes its turn, and claims the turn with one compare-and-swap: no
+// lock, no allocation, one monotonic clock read. A waiting call holds its
+// turn from the moment it is admitted, so waiters pass in the order they
+// were admitted, each at its own time.
+type RateLimiter struct {
+	// tat is the theoretical arrival time, in clock() nanoseconds: the
+	// bucket holds min(Burst, (now+tau+interval-tat)/interval) tokens. It
+	// starts far in the past (a full bucket).
+	tat atomic.Int64
+	// Read-only after NewRateLimiter.
+	interval int64 // nanoseconds per token, in [1, maxSpan]
+	tau      int64 // (Burst-1)·interval, capped at maxSpan: how far tat may run ahead of now
+	maxWait  int64 // RateLimitPolicy.MaxWait in nanoseconds, capped at maxSpan
+}
+
+// NewRateLimiter returns a limiter with a full bucket, configured by
+// policy. It panics when policy is invalid (see RateLimitPolicy.Validate).
+func NewRateLimiter(policy RateLimitPolicy) *RateLimiter {
+	mustValid(policy.Validate())
+	burst := policy.Burst
+	if burst == 0 {
+		burst = 1
+	}
+	// A float interval rounds to the nearest nanosecond; the rate it gives
+	// is off by less than one part in interval (a part in 10^7 at
+	// 100 calls/s).
+	interval := int64(min(max(math.Round(1e9/policy.Rate), 1), maxSpan))
+	tau := int64(maxSpan)
+	if int64(burst-1) <= maxSpan/interval {
+		tau = interval * int64(burst-1)
+	}
+	l := &RateLimiter{
+		interval: interval,
+		tau:      tau,
+		maxWait:  min(int64(policy.MaxWait), maxSpan),
+	}
+	l.tat.Store(math.MinInt64)
+	return l
+}
+
+// reserve decides whether a call made at now, willing to wait up to
+// maxWait nanoseconds, may pass. When it may, it claims the call's turn and
+// returns how long the call must wait for it (0: at once) and true. When it
+// may not, it claims nothing and returns how long until a call would pass
+// without waiting (> 0) and false.
+//
+// Every decision of the limiter goes through reserve (and a cancelled wait
+// through unreserve): it is the one place where the bucket's state is kept.
+func (l *RateLimiter) reserve(now, maxWait int64) (wait int64, ok bool) {
+	for {
+		tat := l.tat.Load()
+		base := max(tat, now) // a tat in the past is a full bucket
+		wait = base - l.tau - now
+		if wait > maxWait {
+			return wait, false // wait > maxWait >= 0: a call would pass after wait
+		}
+		if l.tat.CompareAndSwap(tat, base+l.interval) {
+			return max(wait, 0), true
+		}
+	}
+}
+
+// unreserve gives back the turn that reserve claimed at now with a wait
+// > 0, for a call that will not pass after all. The token returns to the
+// bucket when no call has claimed a turn after it; otherwise the later
+// calls keep their turns (they are already waiting for them) and the
+// bucket's bound holds, as golang.org/x/time/rate does when a reservation
+// is cancelled.
+func (l *RateLimiter) unreserve(now, wait int64) {
+	// The call waited, so its turn began at base = now+wait+tau and it
+	// moved tat to base+interval.
+	mine := now + wait + l.tau + l.interval
+	l.tat.CompareAndSwap(mine, mine-l.interval)
+}
+
+type rateLimitStage[T any] struct{ l *RateLimiter }
+
+// RateLimit returns a pipeline that lets calls into the stages added before
+// it at l's rate. A call that finds a token passes at once. A call whose
+// turn comes within the policy's MaxWait and before its context's deadline
+// waits for it (on the caller's goroutine, with one timer); if the context
+// ends during the wait, the call returns ctx.Err() and gives its turn back.
+// Any other call fails at once, taking no token, with an error that matches
+// ErrRateLimited and whose RetryAfter() says how long until a call would
+// pass without waiting, so that a Retry added after RateLimit waits exactly
+// that long. A rejection is reported as EventRejected.
+//
+// A call that passes at once takes no lock and allocates nothing. RateLimit
+// panics when l is nil.
+func (p Pipeline[T]) RateLimit(l *RateLimiter) Pipeline[T] {
+	if l == nil {
+		panic("resil: RateLimit l must be non-nil, got nil")
+	}
+	return p.with(rateLimitStage[T]{l: l})
+}
+
+func (s rateLimitStage[T]) run(ctx context.Context, n next[T]) (T, error) {
+	l := s.l
+	now := clock()
+	maxWait := l.maxWait
+	if maxWait > 0 {
+		// No turn beyond the context's deadline: the call could not use it.
+		// time.Until saturates instead of overflowing.
+		if deadline, ok := ctx.Deadline(); ok {
+			maxWait = min(maxWait, max(int64(time.Until(deadline)), 0))
+		}
+	}
+	wait, ok := l.reserve(now, maxWait)
+	if !ok {
+		return s.reject(ctx, n, wait)
+	}
+	if wait > 0 {
+		if err := s.await(ctx, now, wait); err != nil {
+			var zero T
+			return zero, err
+		}
+	}
+	return n.run(ctx)
+}
+
+// reject is outlined: it allocates the error, which the passing path never
+// needs.
+func (s rateLimitStage[T]) reject(ctx context.Context, n next[T], after int64) (T, error) {
+	err := &rateLimitedError{after: time.Duration(after)}
+	n.emit(ctx, Event{Kind: EventRejected, Err: err})
+	var zero T
+	return zero, err
+}
+
+// await waits for a turn claimed at now, wait nanoseconds ahead, and gives
+// the turn back when ctx ends first.
+func (s rateLimitStage[T]) await(ctx context.Context, now, wait int64) error {
+	t := time.NewTimer(time.Duration(wait))
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		t.Stop()
+		s.l.unreserve(now, wait)
+		return ctx.Err()
+	}
+}

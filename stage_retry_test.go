@@ -1,0 +1,296 @@
+package resil_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/resil-go/resil"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// hintError carries a server's retry hint.
+type hintError struct{ d time.Duration }
+
+func (e hintError) Error() string             { return fmt.Sprintf("retry after %v", e.d) }
+func (e hintError) RetryAfter() time.Duration { return e.d }
+
+func TestRetryAttempts(t *testing.T) {
+	tests := []struct {
+		name        string
+		maxAttempts int
+		failures    int
+		wantCalls   int
+		wantErr     bool
+	}{
+		{"default is 3, succeeds on the 3rd", 0, 2, 3, false},
+		{"default is 3, gives up", 0, 5, 3, true},
+		{"1 means no retry", 1, 1, 1, true},
+		{"5 attempts", 5, 4, 5, false},
+		{"success first time", 3, 0, 1, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := resil.New[string]().Retry(resil.RetryPolicy{MaxAttempts: tt.maxAttempts, Backoff: resil.Constant(0)})
+			fn, calls := failN(tt.failures, errFlaky, "ok")
+			v, err := p.Run(context.Background(), fn)
+			assert.Equal(t, tt.wantCalls, *calls)
+			if !tt.wantErr {
+				require.NoError(t, err)
+				assert.Equal(t, "ok", v)
+				return
+			}
+			var re *resil.RetryError
+			require.ErrorAs(t, err, &re)
+			assert.Equal(t, tt.wantCalls, re.Attempts)
+			assert.Same(t, errFlaky, re.Err)
+			assert.ErrorIs(t, err, errFlaky)
+			assert.Empty(t, v)
+		})
+	}
+}
+
+func TestRetryClassification(t *testing.T) {
+	never := func(error) bool { return false }
+	always := func(error) bool { return true }
+	tests := []struct {
+		name      string
+		err       error
+		retryIf   func(error) bool
+		wantCalls int
+	}{
+		{"unmarked, default RetryIf: transient", errFlaky, nil, 3},
+		{"context.Canceled is not retried", context.Canceled, nil, 1},
+		{"ErrBreakerOpen is not retried", resil.ErrBreakerOpen, nil, 1},
+		{"Permanent beats RetryIf", resil.Permanent(errFlaky), always, 1},
+		{"Transient beats RetryIf", resil.Transient(errFlaky), never, 3},
+		{"outermost mark wins: Transient(Permanent)", resil.Transient(resil.Permanent(errFlaky)), never, 3},
+		{"outermost mark wins: Permanent(Transient)", resil.Permanent(resil.Transient(errFlaky)), always, 1},
+		{"mark under fmt.Errorf", fmt.Errorf("get: %w", resil.Permanent(errFlaky)), always, 1},
+		{"RetryIf decides unmarked", errFlaky, never, 1},
+		{"Transient() method", transientErr(false), nil, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := resil.New[int]().Retry(resil.RetryPolicy{Backoff: resil.Constant(0), RetryIf: tt.retryIf})
+			fn, calls := failN(100, tt.err, 0)
+			_, err := p.Run(context.Background(), fn)
+			assert.Equal(t, tt.wantCalls, *calls)
+			if tt.wantCalls == 1 {
+				assert.Equal(t, tt.err, err, "a non-retryable error is returned unchanged")
+			} else {
+				var re *resil.RetryError
+				assert.ErrorAs(t, err, &re)
+			}
+		})
+	}
+}
+
+type transientErr bool
+
+func (e transientErr) Error() string   { return "transient? " + fmt.Sprint(bool(e)) }
+func (e transientErr) Transient() bool { return bool(e) }
+
+// TestRetryWaits checks the backoff, OnRetry and server hints in fake time.
+func TestRetryWaits(t *testing.T) {
+	tests := []struct {
+		name      string
+		backoff   resil.Backoff
+		err       error
+		wantWaits []time.Duration
+	}{
+		{"exponential", resil.Exponential(100*time.Millisecond, time.Second), errFlaky,
+			[]time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond}},
+		{"exponential capped", resil.Exponential(400*time.Millisecond, time.Second), errFlaky,
+			[]time.Duration{400 * time.Millisecond, 800 * time.Millisecond, time.Second, time.Second}},
+		{"constant", resil.Constant(time.Second), errFlaky,
+			[]time.Duration{time.Second, time.Second, time.Second, time.Second}},
+		{"hint replaces the backoff", resil.Constant(time.Second), fmt.Errorf("wrapped: %w", hintError{3 * time.Second}),
+			[]time.Duration{3 * time.Second, 3 * time.Second, 3 * time.Second, 3 * time.Second}},
+		{"zero hint is ignored", resil.Constant(time.Second), hintError{0},
+			[]time.Duration{time.Second, time.Second, time.Second, time.Second}},
+		{"negative hint is ignored", resil.Constant(time.Second), hintError{-time.Hour},
+			[]time.Duration{time.Second, time.Second, time.Second, time.Second}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var events []resil.RetryEvent
+				p := resil.New[int]().Retry(resil.RetryPolicy{
+					MaxAttempts: 5,
+					Backoff:     tt.backoff,
+					OnRetry:     func(e resil.RetryEvent) { events = append(events, e) },
+				})
+				var starts []time.Time
+				_, err := p.Run(context.Background(), func(context.Context) (int, error) {
+					starts = append(starts, time.Now())
+					return 0, tt.err
+				})
+				require.Error(t, err)
+				require.Len(t, starts, 5)
+				var waits []time.Duration
+				for i := 1; i < len(starts); i++ {
+					waits = append(waits, starts[i].Sub(starts[i-1]))
+				}
+				assert.Equal(t, tt.wantWaits, waits)
+				require.Len(t, events, 4)
+				for i, e := range events {
+					assert.Equal(t, i+1, e.Attempt)
+					assert.Equal(t, tt.wantWaits[i], e.Delay)
+					assert.Equal(t, tt.err, e.Err)
+				}
+			})
+		})
+	}
+}
+
+func TestRetryJitterStaysInEnvelope(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var delays []time.Duration
+		p := resil.New[int]().Retry(resil.RetryPolicy{ // the default backoff
+			MaxAttempts: 4,
+			OnRetry:     func(e resil.RetryEvent) { delays = append(delays, e.Delay) },
+		})
+		_, err := p.Run(context.Background(), func(context.Context) (int, error) { return 0, errFlaky })
+		require.Error(t, err)
+		require.Len(t, delays, 3)
+		for i, d := range delays {
+			assert.GreaterOrEqual(t, d, time.Duration(0))
+			assert.LessOrEqual(t, d, 100*time.Millisecond<<i)
+		}
+	})
+}
+
+// TestRetryNeverWaitsPastBounds: when the next wait would cross MaxElapsed
+// or the deadline, Retry gives up at once with a *RetryError.
+func TestRetryNeverWaitsPastBounds(t *testing.T) {
+	tests := []struct {
+		name       string
+		maxElapsed time.Duration
+		deadline   time.Duration
+		hint       time.Duration
+		wantCalls  int
+		wantEnd    time.Duration
+	}{
+		{"MaxElapsed", 2500 * time.Millisecond, 0, 0, 3, 2 * time.Second},
+		{"deadline", 0, 2500 * time.Millisecond, 0, 3, 2 * time.Second},
+		{"wait ending exactly at MaxElapsed is allowed", 2 * time.Second, 0, 0, 3, 2 * time.Second},
+		{"huge hint, MaxElapsed", time.Minute, 0, math.MaxInt64, 1, 0},
+		{"huge hint, deadline", 0, time.Minute, math.MaxInt64, 1, 0},
+		{"1h hint, deadline", 0, time.Minute, time.Hour, 1, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ctx := context.Background()
+				if tt.deadline > 0 {
+					var cancel context.CancelFunc
+					ctx, cancel = context.WithTimeout(ctx, tt.deadline)
+					defer cancel()
+				}
+				p := resil.New[int]().Retry(resil.RetryPolicy{MaxAttempts: 10, Backoff: resil.Constant(time.Second), MaxElapsed: tt.maxElapsed})
+				var err0 error = errFlaky
+				if tt.hint != 0 {
+					err0 = hintError{tt.hint}
+				}
+				fn, calls := failN(100, err0, 0)
+				begin := time.Now()
+				_, err := p.Run(ctx, fn)
+				assert.Equal(t, tt.wantEnd, time.Since(begin))
+				assert.Equal(t, tt.wantCalls, *calls)
+				var re *resil.RetryError
+				require.ErrorAs(t, err, &re)
+				assert.Equal(t, tt.wantCalls, re.Attempts)
+			})
+		})
+	}
+}
+
+func TestRetryContext(t *testing.T) {
+	t.Run("done before the first attempt", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		fn, calls := failN(0, nil, 1)
+		_, err := resil.New[int]().Retry(resil.RetryPolicy{}).Run(ctx, fn)
+		assert.Same(t, context.Canceled, err)
+		assert.Zero(t, *calls)
+	})
+	t.Run("cancelled during a wait returns at once", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			time.AfterFunc(time.Second, cancel)
+			p := resil.New[int]().Retry(resil.RetryPolicy{Backoff: resil.Constant(time.Hour)})
+			fn, calls := failN(100, errFlaky, 0)
+			begin := time.Now()
+			_, err := p.Run(ctx, fn)
+			assert.Equal(t, time.Second, time.Since(begin))
+			assert.Equal(t, 1, *calls)
+			assert.ErrorIs(t, err, context.Canceled)
+			assert.ErrorIs(t, err, errFlaky)
+		})
+	})
+	t.Run("ended by the time an attempt fails", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		calls := 0
+		_, err := resil.New[int]().Retry(resil.RetryPolicy{Backoff: resil.Constant(0)}).Run(ctx, func(context.Context) (int, error) {
+			calls++
+			cancel()
+			return 0, errFlaky
+		})
+		assert.Equal(t, 1, calls)
+		assert.ErrorIs(t, err, context.Canceled)
+		assert.ErrorIs(t, err, errFlaky)
+	})
+	t.Run("deadline during a wait", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			// The deadline allows the wait, but the wait is longer than
+			// the time left once the attempt has run: wait is 1s, and
+			// the attempt itself takes 0.5s of a 1.2s deadline.
+			ctx, cancel := context.WithTimeout(context.Background(), 1200*time.Millisecond)
+			defer cancel()
+			p := resil.New[int]().Retry(resil.RetryPolicy{Backoff: resil.Constant(time.Second)})
+			calls := 0
+			_, err := p.Run(ctx, func(context.Context) (int, error) {
+				calls++
+				return 0, errFlaky
+			})
+			// The first wait (1s) fits in 1.2s; the second would not.
+			assert.Equal(t, 2, calls)
+			var re *resil.RetryError
+			assert.ErrorAs(t, err, &re)
+		})
+	})
+}
+
+func TestRetryPolicyValidate(t *testing.T) {
+	tests := []struct {
+		p    resil.RetryPolicy
+		want string
+	}{
+		{resil.RetryPolicy{}, ""},
+		{resil.RetryPolicy{MaxAttempts: 1, MaxElapsed: time.Second}, ""},
+		{resil.RetryPolicy{MaxAttempts: -1}, "resil: RetryPolicy.MaxAttempts must be >= 0, got -1"},
+		{resil.RetryPolicy{MaxElapsed: -1}, "resil: RetryPolicy.MaxElapsed must be >= 0, got -1ns"},
+	}
+	for _, tt := range tests {
+		err := tt.p.Validate()
+		if tt.want == "" {
+			assert.NoError(t, err)
+			assert.NotPanics(t, func() { resil.New[int]().Retry(tt.p) })
+			continue
+		}
+		assert.EqualError(t, err, tt.want)
+		assert.PanicsWithValue(t, tt.want, func() { resil.New[int]().Retry(tt.p) })
+	}
+}
+
+func TestRetryErrorMessage(t *testing.T) {
+	assert.Equal(t, "resil: gave up after 3 attempts: flaky", (&resil.RetryError{Attempts: 3, Err: errFlaky}).Error())
+	assert.Equal(t, "resil: gave up after 1 attempt: flaky", (&resil.RetryError{Attempts: 1, Err: errFlaky}).Error())
+	assert.Same(t, errFlaky, errors.Unwrap(&resil.RetryError{Attempts: 1, Err: errFlaky}))
+}
