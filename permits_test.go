@@ -2,7 +2,6 @@ package resil_test
 
 import (
 	"context"
-	"errors"
 	"runtime"
 	"strconv"
 	"sync"
@@ -14,8 +13,6 @@ import (
 	"github.com/resil-go/resil"
 	"github.com/stretchr/testify/require"
 )
-
-var errFlaky = errors.New("flaky")
 
 // exit is a way a call can leave the stages that hold something for it.
 type exit int
@@ -104,12 +101,48 @@ func breakerHolder(halfOpen bool) holder {
 	}}
 }
 
+// bulkheadHolder: one slot, no queue; a slot kept after the call would
+// reject the next call with ErrBulkheadFull.
+var bulkheadHolder = holder{name: "bulkhead slot", setup: func(t *testing.T) (func(resil.Pipeline[int]) resil.Pipeline[int], func(*testing.T, exit)) {
+	b := resil.NewBulkhead(resil.BulkheadPolicy{MaxConcurrent: 1})
+	add := func(p resil.Pipeline[int]) resil.Pipeline[int] { return p.Bulkhead(b) }
+	check := func(t *testing.T, _ exit) {
+		only := resil.New[int]().Bulkhead(b)
+		nextAdmitted(t, only)
+		// Both at once: the one slot is free, and the second is refused.
+		finish := blocked(t, only)
+		_, err := only.Run(context.Background(), func(context.Context) (int, error) { return 0, nil })
+		require.ErrorIs(t, err, resil.ErrBulkheadFull)
+		finish(nil)
+		nextAdmitted(t, only)
+	}
+	return add, check
+}}
+
+// rateLimitHolder: a bucket of one token a second that a call never waits
+// for. The call takes the token whatever its exit; no more is taken, so a
+// second later the next call passes at once.
+var rateLimitHolder = holder{name: "rate limiter token", setup: func(t *testing.T) (func(resil.Pipeline[int]) resil.Pipeline[int], func(*testing.T, exit)) {
+	l := resil.NewRateLimiter(resil.RateLimitPolicy{Rate: 1, Burst: 1})
+	add := func(p resil.Pipeline[int]) resil.Pipeline[int] { return p.RateLimit(l) }
+	check := func(t *testing.T, _ exit) {
+		only := resil.New[int]().RateLimit(l)
+		time.Sleep(time.Second)
+		nextAdmitted(t, only)
+		_, err := only.Run(context.Background(), func(context.Context) (int, error) { return 0, nil })
+		require.ErrorIs(t, err, resil.ErrRateLimited, "one token a second")
+	}
+	return add, check
+}}
+
 // holders are the stages checked by TestPermitsReleasedOnEveryExit. The
 // Timeout stage's timer is checked in every case, since every pipeline
 // there has a per-attempt Timeout.
 var holders = []holder{
 	breakerHolder(true),
 	breakerHolder(false),
+	bulkheadHolder,
+	rateLimitHolder,
 }
 
 // TestPermitsReleasedOnEveryExit runs a call through
@@ -377,4 +410,75 @@ func TestBreakerGenerationCheck(t *testing.T) {
 			})
 		}
 	})
+}
+
+// TestWaitersGiveBack: a call that waits in a stage (for a bulkhead slot,
+// for its turn at a rate limiter) and whose context ends during the wait
+// returns at once with ctx.Err(), never runs fn, and leaves nothing behind:
+// the next call is admitted without waiting, as if it had never queued.
+func TestWaitersGiveBack(t *testing.T) {
+	ends := []struct {
+		name string
+		ctx  func() (context.Context, context.CancelFunc)
+	}{
+		{"cancel", func() (context.Context, context.CancelFunc) {
+			ctx, cancel := context.WithCancel(context.Background())
+			time.AfterFunc(500*time.Millisecond, cancel)
+			return ctx, cancel
+		}},
+		{"deadline", func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), 500*time.Millisecond)
+		}},
+	}
+	run := func(t *testing.T, p resil.Pipeline[int], ctx context.Context) (error, time.Duration) {
+		t.Helper()
+		start := time.Now()
+		_, err := p.Run(ctx, func(context.Context) (int, error) {
+			t.Error("fn ran for a call that never got in")
+			return 0, nil
+		})
+		return err, time.Since(start)
+	}
+	for _, end := range ends {
+		t.Run("bulkhead queue/"+end.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := resil.NewBulkhead(resil.BulkheadPolicy{MaxConcurrent: 1, MaxWait: time.Hour})
+				p := resil.New[int]().Bulkhead(b)
+				finish := blocked(t, p) // holds the one slot
+				ctx, cancel := end.ctx()
+				defer cancel()
+				err, waited := run(t, p, ctx)
+				require.ErrorIs(t, err, ctx.Err())
+				require.Equal(t, 500*time.Millisecond, waited)
+				finish(nil)
+				start := time.Now()
+				nextAdmitted(t, p) // a ghost in the queue would take the slot
+				require.Zero(t, time.Since(start))
+			})
+		})
+		t.Run("rate limiter turn/"+end.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				l := resil.NewRateLimiter(resil.RateLimitPolicy{Rate: 1, Burst: 1, MaxWait: time.Hour})
+				p := resil.New[int]().RateLimit(l)
+				nextAdmitted(t, p) // takes the token; the next turn is at 1s
+				ctx, cancel := end.ctx()
+				defer cancel()
+				err, waited := run(t, p, ctx)
+				if end.name == "deadline" {
+					// The turn lies beyond the deadline: refused at once,
+					// taking nothing.
+					require.ErrorIs(t, err, resil.ErrRateLimited)
+					require.Zero(t, waited)
+					time.Sleep(500 * time.Millisecond)
+				} else {
+					require.ErrorIs(t, err, context.Canceled)
+					require.Equal(t, 500*time.Millisecond, waited)
+				}
+				time.Sleep(500 * time.Millisecond) // now at 1s: the turn given back is free
+				start := time.Now()
+				nextAdmitted(t, p)
+				require.Zero(t, time.Since(start), "a turn kept by the cancelled call would delay this one to 2s")
+			})
+		})
+	}
 }

@@ -26,14 +26,15 @@ var validTransition = map[[2]resil.BreakerState]bool{
 type stressPanic struct{ g, i int }
 
 // TestStressBreakerAndPipeline hammers one breaker, shared by a bare
-// pipeline and a Timeout/Retry/Breaker/Fallback pipeline, from many
+// pipeline and a Timeout/Retry/Breaker/Bulkhead/Fallback pipeline, from many
 // goroutines in real time, with failure bursts that make it open, half-open
 // and close again while calls of every outcome (success, failure,
 // Permanent, context.Canceled, panic) and State() run concurrently. Run it
 // with -race (.ci/run does, -count=3). It checks that the transitions
 // reported form one valid chain in order, that every call is a success, a
 // failure, ignored or a rejection, that every panic reaches its caller with
-// its value, and that the breaker ends in the state last reported.
+// its value, that the breaker ends in the state last reported, and that
+// the bulkhead ends with every slot free.
 func TestStressBreakerAndPipeline(t *testing.T) {
 	goroutines, calls := 16, 3000
 	if testing.Short() {
@@ -55,11 +56,13 @@ func TestStressBreakerAndPipeline(t *testing.T) {
 		},
 	})
 	bare := resil.New[int]().Breaker(b)
+	bh := resil.NewBulkhead(resil.BulkheadPolicy{MaxConcurrent: 3, MaxWait: time.Millisecond})
 	var fallbacks atomic.Int64
 	full := resil.New[int]().
 		Timeout(time.Second).
 		Retry(resil.RetryPolicy{MaxAttempts: 2, Backoff: resil.Constant(0)}).
 		Breaker(b).
+		Bulkhead(bh).
 		Fallback(func(_ context.Context, err error) (int, error) {
 			fallbacks.Add(1)
 			return -1, err
@@ -112,7 +115,9 @@ func TestStressBreakerAndPipeline(t *testing.T) {
 					})
 					switch {
 					case ran == 0:
-						require.ErrorIs(t, err, resil.ErrBreakerOpen)
+						if !errors.Is(err, resil.ErrBulkheadFull) {
+							require.ErrorIs(t, err, resil.ErrBreakerOpen)
+						}
 						rejections.Add(1)
 					case err == nil:
 						successes.Add(1)
@@ -143,6 +148,28 @@ func TestStressBreakerAndPipeline(t *testing.T) {
 		prev = tr[1]
 	}
 	require.Equal(t, prev, final)
+	// Every bulkhead slot came back: 3 calls hold one each at once.
+	var holding, refused atomic.Int64
+	release := make(chan struct{})
+	var holders sync.WaitGroup
+	for range 3 {
+		holders.Go(func() {
+			_, err := resil.New[int]().Bulkhead(bh).Run(context.Background(), func(context.Context) (int, error) {
+				holding.Add(1)
+				<-release
+				return 0, nil
+			})
+			if err != nil {
+				refused.Add(1)
+			}
+		})
+	}
+	for holding.Load()+refused.Load() < 3 {
+		runtime.Gosched()
+	}
+	close(release)
+	holders.Wait()
+	require.Equal(t, int64(3), holding.Load(), "every slot is free")
 	t.Logf("%d calls: %d successes, %d failures, %d ignored, %d panics, %d rejected, %d transitions, %d fallbacks",
 		total.Load(), successes.Load(), failures.Load(), ignored.Load(), recovered.Load(), rejections.Load(), len(transitions), fallbacks.Load())
 	require.Greater(t, len(transitions), 10, "the breaker moved between states while hammered")
@@ -189,12 +216,21 @@ func TestNoLeaks(t *testing.T) {
 			return resil.New[int]().Breaker(resil.NewBreaker(resil.BreakerPolicy{MinCalls: 3, FailureRatio: 0.3, OpenFor: time.Millisecond}))
 		}},
 		{"Fallback", func() resil.Pipeline[int] { return resil.New[int]().Fallback(fallback) }},
+		{"Bulkhead", func() resil.Pipeline[int] {
+			return resil.New[int]().Bulkhead(resil.NewBulkhead(resil.BulkheadPolicy{MaxConcurrent: 1, MaxWait: time.Second}))
+		}},
+		{"RateLimit", func() resil.Pipeline[int] {
+			// 1000/s against calls that come faster: many wait, on a timer.
+			return resil.New[int]().RateLimit(resil.NewRateLimiter(resil.RateLimitPolicy{Rate: 1000, Burst: 10, MaxWait: 10 * time.Millisecond}))
+		}},
 		{"all", func() resil.Pipeline[int] {
 			return resil.New[int]().
 				Timeout(time.Hour).
 				Retry(resil.RetryPolicy{MaxAttempts: 2, Backoff: resil.Constant(time.Millisecond)}).
 				Breaker(resil.NewBreaker(resil.BreakerPolicy{MinCalls: 3, FailureRatio: 0.3, OpenFor: time.Millisecond})).
 				Timeout(time.Hour).
+				Bulkhead(resil.NewBulkhead(resil.BulkheadPolicy{MaxConcurrent: 1})).
+				RateLimit(resil.NewRateLimiter(resil.RateLimitPolicy{Rate: 1000, Burst: 10, MaxWait: 10 * time.Millisecond})).
 				Fallback(fallback)
 		}},
 	}
