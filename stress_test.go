@@ -121,14 +121,17 @@ func TestStressBreakerAndPipeline(t *testing.T) {
 						rejections.Add(1)
 					case err == nil:
 						successes.Add(1)
-					case errors.Is(fnErr, errFlaky) && !errors.Is(err, context.Canceled) && fnErr == errFlaky:
+					case fnErr == errFlaky:
 						failures.Add(1)
 					default:
 						ignored.Add(1)
 					}
 				}()
-				if i%50 == 0 {
-					runtime.Gosched()
+				if i%100 == 99 {
+					// A real sleep between phases: it outlasts OpenFor, so
+					// the next phase finds the breaker ready for trials
+					// however fast or slow the machine runs the calls.
+					time.Sleep(2 * time.Millisecond)
 				}
 			}
 		})
@@ -172,7 +175,11 @@ func TestStressBreakerAndPipeline(t *testing.T) {
 	require.Equal(t, int64(3), holding.Load(), "every slot is free")
 	t.Logf("%d calls: %d successes, %d failures, %d ignored, %d panics, %d rejected, %d transitions, %d fallbacks",
 		total.Load(), successes.Load(), failures.Load(), ignored.Load(), recovered.Load(), rejections.Load(), len(transitions), fallbacks.Load())
-	require.Greater(t, len(transitions), 10, "the breaker moved between states while hammered")
+	seen := map[[2]resil.BreakerState]bool{}
+	for _, tr := range transitions {
+		seen[tr] = true
+	}
+	require.Len(t, seen, len(validTransition), "every kind of transition happened while hammered: %v", seen)
 }
 
 // TestNoLeaks runs 100,000 calls through each stage, and through all of
