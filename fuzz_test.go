@@ -169,8 +169,8 @@ func (e *hinted) Unwrap() error             { return e.err }
 func (e *hinted) RetryAfter() time.Duration { return e.d }
 
 // buildErr interprets prog as a small stack program that builds an error
-// tree, returning the error and its description (nil for a nil error).
-func buildErr(prog []byte) (error, *errNode) {
+// tree, returning its description (nil for a nil error) and the error.
+func buildErr(prog []byte) (*errNode, error) {
 	type item struct {
 		err  error
 		node *errNode
@@ -241,7 +241,7 @@ func buildErr(prog []byte) (error, *errNode) {
 	case 0:
 		return nil, nil
 	case 1:
-		return stack[0].err, stack[0].node
+		return stack[0].node, stack[0].err
 	}
 	errs := make([]error, len(stack))
 	n := &errNode{kind: opJoin}
@@ -249,7 +249,7 @@ func buildErr(prog []byte) (error, *errNode) {
 		errs[i] = it.err
 		n.children = append(n.children, it.node)
 	}
-	return errors.Join(errs...), n
+	return n, errors.Join(errs...)
 }
 
 // refRules is IsTransient's rules 2–4 applied along the tree in pre-order,
@@ -315,7 +315,7 @@ func FuzzIsTransient(f *testing.F) {
 	f.Add([]byte{opPlain, opHint + 3*opOpsEnd, opPlain, opHint + 9*opOpsEnd, opJoin, opPermanent})
 	f.Add([]byte{opTransientTrue, opPermanent, opPlain, opTransient, opTransientFalse})
 	f.Fuzz(func(t *testing.T, prog []byte) {
-		err, node := buildErr(prog)
+		node, err := buildErr(prog)
 		got := IsTransient(err)
 		if node == nil {
 			if got {
@@ -380,7 +380,7 @@ func FuzzBreakerPolicyValidate(f *testing.F) {
 	f.Add(1.0, 1, int64(1), int64(1), 1)
 	f.Add(math.NaN(), 0, int64(0), int64(0), 0)
 	f.Add(math.Inf(1), 0, int64(0), int64(0), 0)
-	f.Add(-0.0, -1, int64(-1), int64(-1), -1)
+	f.Add(math.Copysign(0, -1), -1, int64(-1), int64(-1), -1)
 	f.Add(1.0000000000000002, 0, int64(0), int64(0), 0)
 	f.Add(0.5, 0, int64(math.MinInt64), int64(0), 0)
 	f.Add(0.5, 0, int64(1), int64(math.MaxInt64), math.MaxInt)

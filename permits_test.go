@@ -430,14 +430,14 @@ func TestWaitersGiveBack(t *testing.T) {
 			return context.WithTimeout(context.Background(), 500*time.Millisecond)
 		}},
 	}
-	run := func(t *testing.T, p resil.Pipeline[int], ctx context.Context) (error, time.Duration) {
+	run := func(t *testing.T, p resil.Pipeline[int], ctx context.Context) (time.Duration, error) {
 		t.Helper()
 		start := time.Now()
 		_, err := p.Run(ctx, func(context.Context) (int, error) {
 			t.Error("fn ran for a call that never got in")
 			return 0, nil
 		})
-		return err, time.Since(start)
+		return time.Since(start), err
 	}
 	for _, end := range ends {
 		t.Run("bulkhead queue/"+end.name, func(t *testing.T) {
@@ -447,7 +447,7 @@ func TestWaitersGiveBack(t *testing.T) {
 				finish := blocked(t, p) // holds the one slot
 				ctx, cancel := end.ctx()
 				defer cancel()
-				err, waited := run(t, p, ctx)
+				waited, err := run(t, p, ctx)
 				require.ErrorIs(t, err, ctx.Err())
 				require.Equal(t, 500*time.Millisecond, waited)
 				finish(nil)
@@ -463,7 +463,7 @@ func TestWaitersGiveBack(t *testing.T) {
 				nextAdmitted(t, p) // takes the token; the next turn is at 1s
 				ctx, cancel := end.ctx()
 				defer cancel()
-				err, waited := run(t, p, ctx)
+				waited, err := run(t, p, ctx)
 				if end.name == "deadline" {
 					// The turn lies beyond the deadline: refused at once,
 					// taking nothing.
