@@ -15,10 +15,12 @@ import (
 // breakerModel is the reference the breaker is checked against: the
 // contract of API.md written as plainly as possible. It keeps every outcome
 // with its exact time and re-counts the window on each failure. The one
-// liberty the contract gives an implementation, that an outcome may drop
-// out of the window up to Window/10 early (never late), is modelled as a
-// band: an outcome younger than Window-Window/10 surely counts, one at least
-// Window old surely does not, one in between may or may not.
+// liberty the documentation gives the breaker, that an outcome may drop out
+// of the window early (never late): a failure up to Window/20 (its bucket),
+// a success up to Window/10 (its bucket, and its dating at the last fold),
+// is modelled as a band: an outcome younger than Window minus its
+// tolerance surely counts, one at least Window old surely does not, one in
+// between may or may not.
 type breakerModel struct {
 	ratio     float64
 	minCalls  int
@@ -102,10 +104,13 @@ func (m *breakerModel) admit(now time.Duration) (ok, trial bool) {
 func (m *breakerModel) tripChoices(now time.Duration) (may, must bool) {
 	m.outcomes = append(m.outcomes, modelOutcome{at: now, fail: true})
 	var okIn, okBand, failIn, failBand int
-	early := m.window / 10
 	kept := m.outcomes[:0]
 	for _, o := range m.outcomes {
 		age := now - o.at
+		early := m.window / 10 // a success
+		if o.fail {
+			early = m.window / windowBuckets
+		}
 		switch {
 		case age >= m.window:
 			continue // out for good
@@ -262,9 +267,11 @@ func modelRun(t *testing.T, seed uint64, steps int) {
 
 	for step := range steps {
 		switch r := rng.IntN(100); {
-		case r < 12:
+		case r < 8:
 			time.Sleep(jumps[rng.IntN(len(jumps))] + time.Duration(rng.Int64N(int64(w/20)+1))*time.Duration(rng.IntN(2)))
-		case r < 16:
+		case r < 14:
+			time.Sleep(time.Duration(rng.Int64N(int64(w + w/5)))) // anywhere, band edges included
+		case r < 17:
 			m.advance(time.Since(start))
 			require.Equal(t, m.state, b.State(), "step %d: State()", step)
 		case r < 20:
@@ -325,6 +332,60 @@ func TestBreakerModelBurstThenTrickle(t *testing.T) {
 		for i := range 10 { // 10 failures against 40 successes 5.5s old: 20%
 			_, _ = p.Run(context.Background(), bad)
 			require.Equal(t, StateClosed, b.State(), "failure %d", i)
+		}
+	})
+}
+
+// TestBreakerWindowPrecision probes the window's edges directly, in fake
+// time, with seeded random gaps: an outcome must count while it is younger
+// than Window minus its documented tolerance (Window/20 for a failure,
+// Window/10 for a success) and must not once it is Window old.
+//
+// Success probe (FailureRatio 1, MinCalls 1: one success in the window keeps
+// the breaker closed): a burst of successes that grows the success batch,
+// a gap of up to 4 buckets, one success, a gap, one failure. (The burst is
+// older than the success, so it decides nothing the success does not.)
+// Failure probe (FailureRatio 1, MinCalls 2): a failure, a gap, a failure.
+func TestBreakerWindowPrecision(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const window = 10 * time.Second
+		rng := rand.New(rand.NewPCG(1, 2))
+		ok := func(context.Context) (int, error) { return 1, nil }
+		bad := func(context.Context) (int, error) { return 0, errModelFail }
+		gap := func(hi time.Duration) time.Duration { return time.Duration(rng.Int64N(int64(hi))) }
+		for i := range 2000 {
+			// Success probe.
+			b := NewBreaker(BreakerPolicy{FailureRatio: 1, MinCalls: 1, Window: window})
+			p := New[int]().Breaker(b)
+			for range rng.IntN(300) {
+				_, _ = p.Run(context.Background(), ok)
+			}
+			time.Sleep(gap(window / 5)) // up to 4 buckets after the last fold
+			_, _ = p.Run(context.Background(), ok)
+			age := gap(window + window/5)
+			time.Sleep(age)
+			_, _ = p.Run(context.Background(), bad)
+			switch st := BreakerState(b.word.Load() & 3); {
+			case age < window-window/10:
+				require.Equal(t, StateClosed, st, "probe %d: a success %v old must count", i, age)
+			case age >= window:
+				require.Equal(t, StateOpen, st, "probe %d: a success %v old must not count", i, age)
+			}
+
+			// Failure probe.
+			b = NewBreaker(BreakerPolicy{FailureRatio: 1, MinCalls: 2, Window: window})
+			p = New[int]().Breaker(b)
+			time.Sleep(gap(window))
+			_, _ = p.Run(context.Background(), bad)
+			age = gap(window + window/5)
+			time.Sleep(age)
+			_, _ = p.Run(context.Background(), bad)
+			switch st := BreakerState(b.word.Load() & 3); {
+			case age < window-window/windowBuckets:
+				require.Equal(t, StateOpen, st, "probe %d: a failure %v old must count", i, age)
+			case age >= window:
+				require.Equal(t, StateClosed, st, "probe %d: a failure %v old must not count", i, age)
+			}
 		}
 	})
 }
