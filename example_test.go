@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/resil-go/resil"
+	"github.com/resil-go/resil/resiltest"
 )
 
 type User struct{ Name string }
@@ -111,12 +112,9 @@ func ExamplePipeline_Fallback() {
 func ExamplePermanent() {
 	errBadRequest := errors.New("400 bad request")
 	p := resil.New[int]().Retry(resil.RetryPolicy{Backoff: resil.Constant(0)})
-	calls := 0
-	_, err := p.Run(context.Background(), func(context.Context) (int, error) {
-		calls++
-		return 0, resil.Permanent(errBadRequest)
-	})
-	fmt.Println(calls, errors.Is(err, errBadRequest))
+	dep := resiltest.Script[int](resiltest.Fail(resil.Permanent(errBadRequest), 1))
+	_, err := p.Run(context.Background(), dep.Call)
+	fmt.Println(dep.Count(), errors.Is(err, errBadRequest))
 	// Output: 1 true
 }
 
@@ -126,12 +124,9 @@ func ExampleTransient() {
 		Backoff: resil.Constant(0),
 		RetryIf: func(error) bool { return false }, // retry nothing unmarked
 	})
-	calls := 0
-	_, err := p.Run(context.Background(), func(context.Context) (int, error) {
-		calls++
-		return 0, resil.Transient(errBusy) // marked: retried anyway
-	})
-	fmt.Println(calls, errors.Is(err, errBusy))
+	dep := resiltest.Script[int](resiltest.Fail(resil.Transient(errBusy), 1)) // marked: retried anyway
+	_, err := p.Run(context.Background(), dep.Call)
+	fmt.Println(dep.Count(), errors.Is(err, errBusy))
 	// Output: 3 true
 }
 

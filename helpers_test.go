@@ -2,7 +2,6 @@ package resil_test
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"runtime"
 	"strconv"
@@ -18,24 +17,4 @@ func goid() int {
 	buf = bytes.TrimPrefix(buf, []byte("goroutine "))
 	id, _ := strconv.Atoi(string(buf[:bytes.IndexByte(buf, ' ')]))
 	return id
-}
-
-// failN returns fn that fails with err its first n calls, then returns v,
-// and a pointer to the number of calls made.
-func failN[T any](n int, err error, v T) (func(context.Context) (T, error), *int) {
-	calls := new(int)
-	return func(context.Context) (T, error) {
-		*calls++
-		if *calls <= n {
-			var zero T
-			return zero, err
-		}
-		return v, nil
-	}, calls
-}
-
-// blockUntilDone returns fn that waits for its context and returns its error.
-func blockUntilDone(ctx context.Context) (int, error) {
-	<-ctx.Done()
-	return 0, ctx.Err()
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/resil-go/resil"
+	"github.com/resil-go/resil/resiltest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -57,21 +58,23 @@ func TestPipelineIsImmutable(t *testing.T) {
 	withFallback := base.Fallback(func(context.Context, error) (int, error) { return -1, nil })
 	withTwoRetries := base.Retry(resil.RetryPolicy{MaxAttempts: 3, Backoff: resil.Constant(0)})
 
-	fn, calls := failN(100, errFlaky, 0)
-	_, err := base.Run(context.Background(), fn)
-	require.Error(t, err)
-	assert.Equal(t, 2, *calls, "base: 2 attempts, untouched by what was added to it")
+	down := func() *resiltest.Fake[int] { return resiltest.Script[int](resiltest.Fail(errFlaky, 1)) } // every call fails
 
-	fn, calls = failN(100, errFlaky, 0)
-	v, err := withFallback.Run(context.Background(), fn)
+	dep := down()
+	_, err := base.Run(context.Background(), dep.Call)
+	require.Error(t, err)
+	resiltest.AssertAttempts(t, dep, 2) // base: untouched by what was added to it
+
+	dep = down()
+	v, err := withFallback.Run(context.Background(), dep.Call)
 	require.NoError(t, err)
 	assert.Equal(t, -1, v)
-	assert.Equal(t, 2, *calls)
+	resiltest.AssertAttempts(t, dep, 2)
 
-	fn, calls = failN(100, errFlaky, 0)
-	_, err = withTwoRetries.Run(context.Background(), fn)
+	dep = down()
+	_, err = withTwoRetries.Run(context.Background(), dep.Call)
 	require.Error(t, err)
-	assert.Equal(t, 6, *calls, "3 outer attempts of 2 inner attempts")
+	resiltest.AssertAttempts(t, dep, 6) // 3 outer attempts of 2 inner attempts
 }
 
 // TestStageOrder proves that each stage wraps the stages added before it,
@@ -115,9 +118,9 @@ func TestStageOrder(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fn, calls := failN(100, errFlaky, 0)
-			v, err := tt.build().Run(context.Background(), fn)
-			assert.Equal(t, tt.wantCalls, *calls)
+			dep := resiltest.Script[int](resiltest.Fail(errFlaky, 1)) // every call fails
+			v, err := tt.build().Run(context.Background(), dep.Call)
+			resiltest.AssertAttempts(t, dep, tt.wantCalls)
 			assert.Equal(t, tt.wantV, v)
 			if tt.wantErr == nil {
 				assert.NoError(t, err)
@@ -137,12 +140,13 @@ func TestTimeoutPerTryAndTotal(t *testing.T) {
 			Timeout(time.Second).
 			Retry(resil.RetryPolicy{MaxAttempts: 5, Backoff: resil.Constant(0)}).
 			Timeout(2500 * time.Millisecond)
-		var starts []time.Duration
+		dep := resiltest.Script[int](resiltest.Hang())
 		begin := time.Now()
-		_, err := p.Run(context.Background(), func(ctx context.Context) (int, error) {
-			starts = append(starts, time.Since(begin))
-			return blockUntilDone(ctx)
-		})
+		_, err := p.Run(context.Background(), dep.Call)
+		var starts []time.Duration
+		for _, c := range dep.Calls() {
+			starts = append(starts, c.Start.Sub(begin))
+		}
 		assert.Equal(t, []time.Duration{0, time.Second, 2 * time.Second}, starts)
 		assert.Equal(t, 2500*time.Millisecond, time.Since(begin))
 		assert.ErrorIs(t, err, resil.ErrTimeout)
@@ -157,13 +161,10 @@ func TestTimeoutOutsideRetry(t *testing.T) {
 		p := resil.New[int]().
 			Retry(resil.RetryPolicy{MaxAttempts: 5, Backoff: resil.Constant(0)}).
 			Timeout(time.Second)
-		calls := 0
+		dep := resiltest.Script[int](resiltest.Hang())
 		begin := time.Now()
-		_, err := p.Run(context.Background(), func(ctx context.Context) (int, error) {
-			calls++
-			return blockUntilDone(ctx)
-		})
-		assert.Equal(t, 1, calls, "the one attempt used up the sequence's time")
+		_, err := p.Run(context.Background(), dep.Call)
+		resiltest.AssertAttempts(t, dep, 1) // the one attempt used up the sequence's time
 		assert.Equal(t, time.Second, time.Since(begin))
 		assert.ErrorIs(t, err, resil.ErrTimeout)
 	})

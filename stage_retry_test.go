@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/resil-go/resil"
+	"github.com/resil-go/resil/resiltest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -21,25 +22,27 @@ func (e hintError) Error() string             { return fmt.Sprintf("retry after 
 func (e hintError) RetryAfter() time.Duration { return e.d }
 
 func TestRetryAttempts(t *testing.T) {
+	fail := func(n int) resiltest.Step { return resiltest.Fail(errFlaky, n) }
+	ok := resiltest.Return("ok")
 	tests := []struct {
 		name        string
 		maxAttempts int
-		failures    int
+		script      []resiltest.Step
 		wantCalls   int
 		wantErr     bool
 	}{
-		{"default is 3, succeeds on the 3rd", 0, 2, 3, false},
-		{"default is 3, gives up", 0, 5, 3, true},
-		{"1 means no retry", 1, 1, 1, true},
-		{"5 attempts", 5, 4, 5, false},
-		{"success first time", 3, 0, 1, false},
+		{"default is 3, succeeds on the 3rd", 0, []resiltest.Step{fail(2), ok}, 3, false},
+		{"default is 3, gives up", 0, []resiltest.Step{fail(5), ok}, 3, true},
+		{"1 means no retry", 1, []resiltest.Step{fail(1), ok}, 1, true},
+		{"5 attempts", 5, []resiltest.Step{fail(4), ok}, 5, false},
+		{"success first time", 3, []resiltest.Step{ok}, 1, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := resil.New[string]().Retry(resil.RetryPolicy{MaxAttempts: tt.maxAttempts, Backoff: resil.Constant(0)})
-			fn, calls := failN(tt.failures, errFlaky, "ok")
-			v, err := p.Run(context.Background(), fn)
-			assert.Equal(t, tt.wantCalls, *calls)
+			dep := resiltest.Script[string](tt.script...)
+			v, err := p.Run(context.Background(), dep.Call)
+			resiltest.AssertAttempts(t, dep, tt.wantCalls)
 			if !tt.wantErr {
 				require.NoError(t, err)
 				assert.Equal(t, "ok", v)
@@ -78,9 +81,9 @@ func TestRetryClassification(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := resil.New[int]().Retry(resil.RetryPolicy{Backoff: resil.Constant(0), RetryIf: tt.retryIf})
-			fn, calls := failN(100, tt.err, 0)
-			_, err := p.Run(context.Background(), fn)
-			assert.Equal(t, tt.wantCalls, *calls)
+			dep := resiltest.Script[int](resiltest.Fail(tt.err, 1)) // every call fails
+			_, err := p.Run(context.Background(), dep.Call)
+			resiltest.AssertAttempts(t, dep, tt.wantCalls)
 			if tt.wantCalls == 1 {
 				assert.Equal(t, tt.err, err, "a non-retryable error is returned unchanged")
 			} else {
@@ -198,11 +201,11 @@ func TestRetryNeverWaitsPastBounds(t *testing.T) {
 				if tt.hint != 0 {
 					err0 = hintError{tt.hint}
 				}
-				fn, calls := failN(100, err0, 0)
+				dep := resiltest.Script[int](resiltest.Fail(err0, 1)) // every call fails
 				begin := time.Now()
-				_, err := p.Run(ctx, fn)
+				_, err := p.Run(ctx, dep.Call)
 				assert.Equal(t, tt.wantEnd, time.Since(begin))
-				assert.Equal(t, tt.wantCalls, *calls)
+				resiltest.AssertAttempts(t, dep, tt.wantCalls)
 				var re *resil.RetryError
 				require.ErrorAs(t, err, &re)
 				assert.Equal(t, tt.wantCalls, re.Attempts)
@@ -215,21 +218,21 @@ func TestRetryContext(t *testing.T) {
 	t.Run("done before the first attempt", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
-		fn, calls := failN(0, nil, 1)
-		_, err := resil.New[int]().Retry(resil.RetryPolicy{}).Run(ctx, fn)
+		dep := resiltest.Script[int](resiltest.Return(1))
+		_, err := resil.New[int]().Retry(resil.RetryPolicy{}).Run(ctx, dep.Call)
 		assert.Same(t, context.Canceled, err)
-		assert.Zero(t, *calls)
+		resiltest.AssertAttempts(t, dep, 0)
 	})
 	t.Run("cancelled during a wait returns at once", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			time.AfterFunc(time.Second, cancel)
 			p := resil.New[int]().Retry(resil.RetryPolicy{Backoff: resil.Constant(time.Hour)})
-			fn, calls := failN(100, errFlaky, 0)
+			dep := resiltest.Script[int](resiltest.Fail(errFlaky, 1)) // every call fails
 			begin := time.Now()
-			_, err := p.Run(ctx, fn)
+			_, err := p.Run(ctx, dep.Call)
 			assert.Equal(t, time.Second, time.Since(begin))
-			assert.Equal(t, 1, *calls)
+			resiltest.AssertAttempts(t, dep, 1)
 			assert.ErrorIs(t, err, context.Canceled)
 			assert.ErrorIs(t, err, errFlaky)
 		})
@@ -254,13 +257,10 @@ func TestRetryContext(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 1200*time.Millisecond)
 			defer cancel()
 			p := resil.New[int]().Retry(resil.RetryPolicy{Backoff: resil.Constant(time.Second)})
-			calls := 0
-			_, err := p.Run(ctx, func(context.Context) (int, error) {
-				calls++
-				return 0, errFlaky
-			})
+			dep := resiltest.Script[int](resiltest.Fail(errFlaky, 1)) // every call fails
+			_, err := p.Run(ctx, dep.Call)
 			// The first wait (1s) fits in 1.2s; the second would not.
-			assert.Equal(t, 2, calls)
+			resiltest.AssertAttempts(t, dep, 2)
 			var re *resil.RetryError
 			assert.ErrorAs(t, err, &re)
 		})

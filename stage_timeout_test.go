@@ -8,12 +8,14 @@ import (
 	"time"
 
 	"github.com/resil-go/resil"
+	"github.com/resil-go/resil/resiltest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
 func TestTimeout(t *testing.T) {
 	errSlow := errors.New("slow dependency")
+	hang := resiltest.Script[int](resiltest.Hang()).Call // returns ctx.Err() once ctx ends
 	tests := []struct {
 		name       string
 		parent     time.Duration // parent deadline; 0: none
@@ -26,7 +28,7 @@ func TestTimeout(t *testing.T) {
 	}{
 		{
 			name: "own deadline, fn returns ctx.Err()", d: time.Second,
-			fn: blockUntilDone, wantErr: context.DeadlineExceeded, wantOurs: true, wantLasted: time.Second,
+			fn: hang, wantErr: context.DeadlineExceeded, wantOurs: true, wantLasted: time.Second,
 		},
 		{
 			name: "own deadline, fn wraps it", d: time.Second,
@@ -35,15 +37,15 @@ func TestTimeout(t *testing.T) {
 		},
 		{
 			name: "parent's deadline first: unchanged", parent: time.Second, d: 2 * time.Second,
-			fn: blockUntilDone, wantErr: context.DeadlineExceeded, wantLasted: time.Second,
+			fn: hang, wantErr: context.DeadlineExceeded, wantLasted: time.Second,
 		},
 		{
 			name: "parent's deadline equal: the parent's", parent: time.Second, d: time.Second,
-			fn: blockUntilDone, wantErr: context.DeadlineExceeded, wantLasted: time.Second,
+			fn: hang, wantErr: context.DeadlineExceeded, wantLasted: time.Second,
 		},
 		{
 			name: "parent later: ours", parent: 3 * time.Second, d: time.Second,
-			fn: blockUntilDone, wantErr: context.DeadlineExceeded, wantOurs: true, wantLasted: time.Second,
+			fn: hang, wantErr: context.DeadlineExceeded, wantOurs: true, wantLasted: time.Second,
 		},
 		{
 			name: "late value without error is returned", d: time.Second,

@@ -1,0 +1,253 @@
+package resiltest_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/resil-go/resil"
+	"github.com/resil-go/resil/resiltest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// get makes a GET request of url with a client that keeps no connection.
+func get(t *testing.T, url string) (*http.Response, error) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	require.NoError(t, err)
+	tr := &http.Transport{DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	return (&http.Client{Transport: tr}).Do(req)
+}
+
+func TestHandlerScriptOverAServer(t *testing.T) {
+	h := resiltest.Handler(
+		resiltest.Reply{Status: 503, RetryAfter: 1500 * time.Millisecond, Times: 2},
+		resiltest.Reply{Status: 429, Header: http.Header{"Retry-After": {"Wed, 21 Oct 2015 07:28:00 GMT"}}, Body: "slow down"},
+		resiltest.Reply{Body: "hello"},
+	)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	want := []struct {
+		status     int
+		retryAfter string
+		body       string
+	}{
+		{503, "2", "Service Unavailable"},
+		{503, "2", "Service Unavailable"},
+		{429, "Wed, 21 Oct 2015 07:28:00 GMT", "slow down"},
+		{200, "", "hello"},
+		{200, "", "hello"},
+	}
+	for i, w := range want {
+		resp, err := get(t, srv.URL)
+		require.NoError(t, err, "request %d", i+1)
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err)
+		assert.Equal(t, w.status, resp.StatusCode, "request %d", i+1)
+		assert.Equal(t, w.retryAfter, resp.Header.Get("Retry-After"), "request %d", i+1)
+		assert.Equal(t, w.body, string(body), "request %d", i+1)
+	}
+	calls := h.Calls()
+	require.Len(t, calls, len(want))
+	for i, c := range calls {
+		assert.Equal(t, i+1, c.Attempt)
+		assert.Equal(t, want[i].status, c.Status)
+	}
+	assert.Equal(t, len(want), h.Count())
+}
+
+func TestHandlerDropsAndTruncates(t *testing.T) {
+	h := resiltest.Handler(resiltest.Reply{Drop: true}, resiltest.Reply{Truncate: true, Body: "0123456789"}, resiltest.Reply{})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+
+	_, err := get(t, srv.URL)
+	require.Error(t, err, "a dropped connection")
+	assert.True(t, errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF), "got %v", err)
+
+	resp, err := get(t, srv.URL)
+	require.NoError(t, err, "a truncated body still has its headers")
+	assert.Equal(t, int64(10), resp.ContentLength)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	assert.Equal(t, "01234", string(body))
+
+	resp, err = get(t, srv.URL)
+	require.NoError(t, err)
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, "OK", string(body))
+	assert.Equal(t, []int{0, 200, 200}, statuses(h.Calls()))
+}
+
+func statuses(calls []resiltest.Call) []int {
+	out := make([]int, len(calls))
+	for i, c := range calls {
+		out[i] = c.Status
+	}
+	return out
+}
+
+func TestHandlerDelayInFakeTime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := resiltest.Handler(resiltest.Reply{Delay: 3 * time.Second, Body: "late"}, resiltest.Reply{Delay: time.Hour})
+		start := time.Now()
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequestWithContext(t.Context(), "GET", "/", nil))
+		assert.Equal(t, 3*time.Second, time.Since(start))
+		assert.Equal(t, "late", rec.Body.String())
+
+		// A client that gives up during the delay gets no answer.
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		defer cancel()
+		rec = httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequestWithContext(ctx, "GET", "/", nil))
+		assert.False(t, rec.Flushed)
+		assert.Empty(t, rec.Body.String())
+		c := h.Calls()[1]
+		assert.Equal(t, time.Second, c.End.Sub(c.Start))
+		assert.Equal(t, 0, c.Status)
+		assert.ErrorIs(t, c.Err, context.DeadlineExceeded)
+		assert.Equal(t, c.Start.Add(time.Second), c.Deadline)
+	})
+}
+
+func TestHandlerDropWithoutHijackAborts(t *testing.T) {
+	h := resiltest.Handler(resiltest.Reply{Drop: true})
+	require.PanicsWithValue(t, http.ErrAbortHandler, func() {
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
+	})
+}
+
+func TestHandlerBadReplyPanics(t *testing.T) {
+	require.PanicsWithValue(t, "resiltest: Handler reply 2: Reply.Times must be >= 0, got -1", func() {
+		resiltest.Handler(resiltest.Reply{}, resiltest.Reply{Times: -1})
+	})
+}
+
+// serve answers n requests with h through a recorder and returns their
+// statuses (0 for a dropped connection, -1 for a truncated body).
+func serve(h http.Handler, n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		rec := httptest.NewRecorder()
+		func() {
+			defer func() {
+				if recover() != nil {
+					out[i] = 0
+				}
+			}()
+			h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+			out[i] = rec.Code
+			if rec.Body.Len() < len("OK") {
+				out[i] = -1
+			}
+		}()
+	}
+	return out
+}
+
+func TestRandomHandlerIsReproducibleWithItsRates(t *testing.T) {
+	f := resiltest.HTTPFaults{Seed: 9, ErrorRate: 0.2, DropRate: 0.1, TruncateRate: 0.1}
+	const n = 4000
+	a := serve(resiltest.RandomHandler(f), n)
+	require.Equal(t, a, serve(resiltest.RandomHandler(f), n))
+	f.Seed = 10
+	require.NotEqual(t, a, serve(resiltest.RandomHandler(f), n))
+	counts := map[int]int{}
+	for _, s := range a {
+		counts[s]++
+	}
+	near := func(got int, rate float64) {
+		sd := math.Sqrt(n * rate * (1 - rate))
+		assert.InDelta(t, n*rate, float64(got), 5*sd)
+	}
+	near(counts[503], 0.2)
+	near(counts[0], 0.1)
+	near(counts[-1], 0.1)
+	near(counts[200], 0.6)
+}
+
+func TestRandomHandlerStatusAndLatency(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := resiltest.RandomHandler(resiltest.HTTPFaults{ErrorRate: 1, Status: 429, RetryAfter: time.Second,
+			Latency: 10 * time.Millisecond, Jitter: 10 * time.Millisecond})
+		for range 50 {
+			start := time.Now()
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+			d := time.Since(start)
+			require.Equal(t, 429, rec.Code)
+			require.Equal(t, "1", rec.Header().Get("Retry-After"))
+			require.GreaterOrEqual(t, d, 10*time.Millisecond)
+			require.LessOrEqual(t, d, 20*time.Millisecond)
+		}
+	})
+}
+
+func TestHTTPFaultsValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		f    resiltest.HTTPFaults
+		msg  string
+	}{
+		{"ErrorRate", resiltest.HTTPFaults{ErrorRate: math.NaN()}, "resiltest: HTTPFaults.ErrorRate must be in [0, 1], got NaN"},
+		{"DropRate", resiltest.HTTPFaults{DropRate: -1}, "resiltest: HTTPFaults.DropRate must be in [0, 1], got -1"},
+		{"TruncateRate", resiltest.HTTPFaults{TruncateRate: 1.1}, "resiltest: HTTPFaults.TruncateRate must be in [0, 1], got 1.1"},
+		{"sum", resiltest.HTTPFaults{ErrorRate: 0.5, DropRate: 0.5, TruncateRate: 0.25}, "resiltest: HTTPFaults.ErrorRate+DropRate+TruncateRate must be <= 1, got 1.25"},
+		{"Status", resiltest.HTTPFaults{Status: 42}, "resiltest: HTTPFaults.Status must be a status code, got 42"},
+		{"RetryAfter", resiltest.HTTPFaults{RetryAfter: -time.Second}, "resiltest: HTTPFaults.RetryAfter must be >= 0, got -1s"},
+		{"Latency", resiltest.HTTPFaults{Latency: -1}, "resiltest: HTTPFaults.Latency must be >= 0, got -1ns"},
+		{"Jitter", resiltest.HTTPFaults{Jitter: -1}, "resiltest: HTTPFaults.Jitter must be >= 0, got -1ns"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			require.EqualError(t, tt.f.Validate(), tt.msg)
+			require.PanicsWithValue(t, tt.msg, func() { resiltest.RandomHandler(tt.f) })
+		})
+	}
+	require.NoError(t, resiltest.HTTPFaults{ErrorRate: 1}.Validate())
+}
+
+// statusError makes a 5xx response an error a pipeline retries.
+type statusError int
+
+func (e statusError) Error() string { return http.StatusText(int(e)) }
+
+// A pipeline retries through a dropped connection, a truncated body and a
+// 503 to the answer.
+func TestPipelineRetriesThroughHTTPFaults(t *testing.T) {
+	h := resiltest.Handler(resiltest.Reply{Drop: true}, resiltest.Reply{Truncate: true, Body: "partial body"},
+		resiltest.Reply{Status: 503}, resiltest.Reply{Body: "done"})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	p := resil.New[string]().Retry(resil.RetryPolicy{MaxAttempts: 5, Backoff: resil.Constant(0)})
+	body, err := p.Run(t.Context(), func(ctx context.Context) (string, error) {
+		resp, err := get(t, srv.URL)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return "", err
+		}
+		if resp.StatusCode >= 500 {
+			return "", statusError(resp.StatusCode)
+		}
+		return string(b), nil
+	})
+	require.NoError(t, err)
+	require.Equal(t, "done", body)
+	resiltest.AssertAttempts(t, h, 4)
+}
