@@ -361,20 +361,33 @@ func checkValidate(t *testing.T, name string, verr error, build func()) {
 	}
 }
 
-// FuzzRetryPolicyValidate: Validate never panics, and it is nil exactly
-// when Retry accepts the policy.
+// specValid fails t unless Validate() is nil exactly when API.md's rules
+// call the policy valid.
+func specValid(t *testing.T, name string, verr error, valid bool) {
+	t.Helper()
+	if (verr == nil) != valid {
+		t.Fatalf("%s: Validate() = %v, but the contract says valid=%v", name, verr, valid)
+	}
+}
+
+// FuzzRetryPolicyValidate: Validate never panics, it is nil exactly when
+// the contract's rules call the policy valid, and exactly when Retry
+// accepts it.
 func FuzzRetryPolicyValidate(f *testing.F) {
 	for _, s := range [][2]int64{{0, 0}, {-1, 0}, {0, -1}, {1, 1}, {math.MinInt64, math.MinInt64}, {math.MaxInt64, math.MaxInt64}} {
 		f.Add(int(s[0]), s[1])
 	}
 	f.Fuzz(func(t *testing.T, maxAttempts int, maxElapsed int64) {
 		p := RetryPolicy{MaxAttempts: maxAttempts, MaxElapsed: time.Duration(maxElapsed)}
-		checkValidate(t, "RetryPolicy", p.Validate(), func() { New[int]().Retry(p) })
+		verr := p.Validate()
+		specValid(t, "RetryPolicy", verr, maxAttempts >= 0 && maxElapsed >= 0)
+		checkValidate(t, "RetryPolicy", verr, func() { New[int]().Retry(p) })
 	})
 }
 
-// FuzzBreakerPolicyValidate: Validate never panics, and it is nil exactly
-// when NewBreaker accepts the policy.
+// FuzzBreakerPolicyValidate: Validate never panics, it is nil exactly when
+// the contract's rules call the policy valid, and exactly when NewBreaker
+// accepts it.
 func FuzzBreakerPolicyValidate(f *testing.F) {
 	f.Add(0.0, 0, int64(0), int64(0), 0)
 	f.Add(1.0, 1, int64(1), int64(1), 1)
@@ -392,6 +405,44 @@ func FuzzBreakerPolicyValidate(f *testing.F) {
 			OpenFor:       time.Duration(openFor),
 			HalfOpenCalls: halfOpen,
 		}
-		checkValidate(t, "BreakerPolicy", p.Validate(), func() { NewBreaker(p) })
+		verr := p.Validate()
+		specValid(t, "BreakerPolicy", verr, ratio >= 0 && ratio <= 1 && // false for NaN
+			minCalls >= 0 && window >= 0 && openFor >= 0 && halfOpen >= 0)
+		checkValidate(t, "BreakerPolicy", verr, func() { NewBreaker(p) })
+	})
+}
+
+// FuzzBulkheadPolicyValidate: Validate is nil exactly when the contract's
+// rules (MaxConcurrent, MaxWait >= 0) call the policy valid, and exactly
+// when NewBulkhead accepts it.
+func FuzzBulkheadPolicyValidate(f *testing.F) {
+	f.Add(0, int64(0))
+	f.Add(-1, int64(0))
+	f.Add(1, int64(-1))
+	f.Add(math.MaxInt, int64(math.MaxInt64))
+	f.Fuzz(func(t *testing.T, maxConcurrent int, maxWait int64) {
+		p := BulkheadPolicy{MaxConcurrent: maxConcurrent, MaxWait: time.Duration(maxWait)}
+		verr := p.Validate()
+		specValid(t, "BulkheadPolicy", verr, maxConcurrent >= 0 && maxWait >= 0)
+		checkValidate(t, "BulkheadPolicy", verr, func() { NewBulkhead(p) })
+	})
+}
+
+// FuzzRateLimitPolicyValidate: Validate is nil exactly when the contract's
+// rules (Rate > 0 and finite, Burst, MaxWait >= 0) call the policy valid,
+// and exactly when NewRateLimiter accepts it.
+func FuzzRateLimitPolicyValidate(f *testing.F) {
+	f.Add(0.0, 0, int64(0))
+	f.Add(1.0, 0, int64(0))
+	f.Add(-1.0, 1, int64(1))
+	f.Add(math.Inf(1), 1, int64(0))
+	f.Add(math.NaN(), 1, int64(0))
+	f.Add(math.SmallestNonzeroFloat64, -1, int64(0))
+	f.Add(math.MaxFloat64, math.MaxInt, int64(-1))
+	f.Fuzz(func(t *testing.T, rate float64, burst int, maxWait int64) {
+		p := RateLimitPolicy{Rate: rate, Burst: burst, MaxWait: time.Duration(maxWait)}
+		verr := p.Validate()
+		specValid(t, "RateLimitPolicy", verr, rate > 0 && !math.IsInf(rate, 1) && burst >= 0 && maxWait >= 0)
+		checkValidate(t, "RateLimitPolicy", verr, func() { NewRateLimiter(p) })
 	})
 }
