@@ -113,7 +113,7 @@ const (
 // grows (up to 64) only while folds come less than a quarter bucket apart,
 // and shrinks to 1 when traffic slows, so at low rates every success is
 // timed exactly (and a batch of 1 reads no clock outside the lock). Folded
-// successes are dated at the previous fold (the one that completed the fold
+// successes are dated at the previous fold (the one that triggered the fold
 // at its own time), so a success may count up to half a bucket early but
 // never late: whatever the traffic, outcomes leave the window at most
 // Window/10 early.
