@@ -25,7 +25,11 @@
 // so the timeout bounds each attempt, the retry sequence as a whole is
 // guarded by the breaker (a rejected call is not retried) and the fallback
 // sees only what is left after all of them. A stage may appear more than
-// once: Timeout(perTry).Retry(r).Timeout(total).
+// once: Timeout(perTry).Retry(r).Timeout(total). For a remote call with
+// every stage, the README's recommended order, innermost first, is
+//
+//	Chaos → Timeout(perTry) → Breaker → Bulkhead → RateLimit →
+//	Retry(Budget) → Hedge → Timeout(total) → Fallback
 //
 // # Classification
 //
@@ -47,5 +51,7 @@
 // Fallback allocate nothing on a call that succeeds, and Timeout allocates
 // what context.WithTimeout does. State shared between calls (a *Breaker)
 // is concurrency-safe and moves lazily, as calls arrive: there are no
-// background goroutines or timers.
+// background goroutines or timers. Hedge is the one stage that starts
+// goroutines, one per attempt, and only when a hedge could start before
+// the context's deadline.
 package resil

@@ -29,6 +29,13 @@ type RetryPolicy struct {
 	// and the delay chosen. It must not block for long: the retry waits for
 	// it.
 	OnRetry func(RetryEvent)
+	// Budget, if set, caps the retries of every Retry stage that shares it
+	// (see RetryBudget). Each run of this stage that makes an attempt
+	// counts as a call; each retry is asked of the budget before its wait,
+	// and a denied retry is not made: Retry returns at once with an error
+	// that matches ErrRetryBudgetExhausted and is a *RetryError. nil means
+	// no budget.
+	Budget *RetryBudget
 }
 
 // RetryEvent describes a failed attempt about to be retried.
@@ -72,6 +79,7 @@ type retryPolicy struct {
 	maxElapsed  time.Duration
 	retryIf     func(error) bool
 	onRetry     func(RetryEvent)
+	budget      *RetryBudget
 }
 
 // defaultBackoff is RetryPolicy's Backoff when none is given.
@@ -88,8 +96,10 @@ var defaultBackoff = ExponentialJitter(100*time.Millisecond, 10*time.Second)
 // error is returned unchanged. No wait is begun that would end after
 // MaxElapsed or the context's deadline: Retry gives up at once instead. When
 // attempts run out or Retry gives up early, the error is a *RetryError
-// wrapping the last attempt's error. When the context ends during a wait, or
-// has ended by the time an attempt fails, Run returns at once with an error
+// wrapping the last attempt's error; when the policy's Budget denies a
+// retry, it is one that also matches ErrRetryBudgetExhausted. When the
+// context ends during a wait, or has ended by the time an attempt fails,
+// Run returns at once with an error
 // that matches ctx.Err() and wraps the last attempt's error; when it has
 // ended before the first attempt, Retry returns ctx.Err() without running
 // anything. A running attempt is never cut short: put a Timeout after Retry
@@ -104,6 +114,7 @@ func (p Pipeline[T]) Retry(policy RetryPolicy) Pipeline[T] {
 		maxElapsed:  policy.MaxElapsed,
 		retryIf:     policy.RetryIf,
 		onRetry:     policy.OnRetry,
+		budget:      policy.Budget,
 	}
 	if rp.maxAttempts == 0 {
 		rp.maxAttempts = 3
@@ -141,6 +152,9 @@ func (s retryStage[T]) run(ctx context.Context, n next[T]) (T, error) {
 	if p.maxElapsed > 0 {
 		start = clock()
 	}
+	if p.budget != nil {
+		p.budget.deposit()
+	}
 	for attempt := 1; ; attempt++ {
 		n.attempt = attempt
 		v, err := n.run(ctx)
@@ -165,6 +179,10 @@ func (s retryStage[T]) run(ctx context.Context, n next[T]) (T, error) {
 		}
 		if !p.mayWait(ctx, start, delay) {
 			return zero, &RetryError{Attempts: attempt, Err: err}
+		}
+		if p.budget != nil && !p.budget.withdraw(clock()) {
+			n.emit(ctx, Event{Kind: EventRejected, Attempt: attempt, Err: ErrRetryBudgetExhausted})
+			return zero, &budgetError{r: &RetryError{Attempts: attempt, Err: err}}
 		}
 		if p.onRetry != nil {
 			p.onRetry(RetryEvent{Attempt: attempt, Err: err, Delay: delay})

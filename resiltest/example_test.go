@@ -100,7 +100,7 @@ func ExamplePanic() {
 }
 
 func ExampleStep_After() {
-	dep := resiltest.Script[string](resiltest.Return("slow").After(50 * time.Millisecond))
+	dep := resiltest.Script[string](resiltest.Return("slow").After(time.Minute)) // the 5ms timeout ends it first
 	p := resil.New[string]().Timeout(5 * time.Millisecond)
 	_, err := p.Run(context.Background(), dep.Call)
 	fmt.Println(errors.Is(err, resil.ErrTimeout))

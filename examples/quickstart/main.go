@@ -22,9 +22,13 @@ import (
 	"github.com/resil-go/resil/resiltest"
 )
 
-// The simulation. Calls are paced tick apart so that the breaker's open
-// period (3.5 ticks) ends between two calls, with half a tick of margin on
-// either side: that keeps the output the same on a busy machine.
+// The simulation. Calls are paced a tick apart, each sleep counted from the
+// end of the previous call, so a busy machine can only stretch the gaps,
+// never shrink them. The breaker's open period is just under four ticks:
+// the fourth call after a trip always finds it half-open, and the third
+// finds it still open unless the three sleeps before it overran by more
+// than three quarters of a tick in all. That keeps the output the same from
+// run to run, loaded machine or not.
 const (
 	seed     = 7
 	calls    = 40
@@ -32,6 +36,7 @@ const (
 	slow     = 100 * time.Millisecond // how long a slow attempt takes
 	perTry   = 20 * time.Millisecond  // the pipeline's Timeout
 	slowMark = 50 * time.Millisecond  // a call slower than this counts as slow
+	openFor  = 4*tick - 10*time.Millisecond
 )
 
 var (
@@ -104,7 +109,7 @@ func protected(ctx context.Context) *tally {
 		FailureRatio:  0.2,               // trip when 20% of calls fail...
 		MinCalls:      5,                 // ...out of at least 5
 		Window:        time.Minute,       // over the whole run
-		OpenFor:       tick * 7 / 2,      // then try again 3.5 calls later
+		OpenFor:       openFor,           // then try again 4 calls later
 		OnStateChange: log.OnStateChange, // record the transitions
 	})
 	p := resil.New[string]().
@@ -118,9 +123,10 @@ func protected(ctx context.Context) *tally {
 			return "cached", nil // a stale answer beats an error
 		}).
 		Observe(t)
-	start := time.Now()
 	for i := 1; i <= calls; i++ {
-		time.Sleep(time.Until(start.Add(time.Duration(i-1) * tick)))
+		if i > 1 {
+			time.Sleep(tick)
+		}
 		t.call(ctx, i, func(ctx context.Context, dep *resiltest.Fake[string]) (string, error) {
 			return p.Run(ctx, dep.Call)
 		})
@@ -135,7 +141,7 @@ func report(w io.Writer, b, p *tally) error {
 	fmt.Fprintf(w, "  30%% of attempts fail (connection reset); call 5 fails for good (404);\n")
 	fmt.Fprintf(w, "  calls 13-24: the service is down (503); calls 35-38: the first attempt takes %v\n\n", slow)
 	fmt.Fprintf(w, "pipeline: Timeout(%v) → Retry(3 attempts) → Breaker(20%% of 5+ calls, open %v) → Fallback(cached)\n\n",
-		perTry, tick*7/2)
+		perTry, openFor)
 
 	dash := func(n int) string {
 		if n == 0 {
