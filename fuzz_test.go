@@ -446,3 +446,60 @@ func FuzzRateLimitPolicyValidate(f *testing.F) {
 		checkValidate(t, "RateLimitPolicy", verr, func() { NewRateLimiter(p) })
 	})
 }
+
+// FuzzHedgePolicyValidate: Validate never panics; it is nil exactly when
+// the contract's rules (Delay > 0, MaxHedges >= 0) call the policy valid,
+// and exactly when Hedge accepts it.
+func FuzzHedgePolicyValidate(f *testing.F) {
+	f.Add(int64(0), 0)
+	f.Add(int64(1), 0)
+	f.Add(int64(-1), 1)
+	f.Add(int64(time.Millisecond), -1)
+	f.Add(int64(math.MaxInt64), math.MaxInt)
+	f.Fuzz(func(t *testing.T, delay int64, maxHedges int) {
+		p := HedgePolicy{Delay: time.Duration(delay), MaxHedges: maxHedges}
+		verr := p.Validate()
+		specValid(t, "HedgePolicy", verr, delay > 0 && maxHedges >= 0)
+		checkValidate(t, "HedgePolicy", verr, func() { New[int]().Hedge(p) })
+	})
+}
+
+// FuzzRetryBudgetPolicyValidate: Validate never panics; it is nil exactly
+// when the contract's rules (Ratio, MinPerSecond, TTL >= 0, not NaN) call
+// the policy valid, and exactly when NewRetryBudget accepts it.
+func FuzzRetryBudgetPolicyValidate(f *testing.F) {
+	f.Add(0.0, 0.0, int64(0))
+	f.Add(0.2, 10.0, int64(10*time.Second))
+	f.Add(-0.1, 0.0, int64(0))
+	f.Add(0.0, -1.0, int64(0))
+	f.Add(0.0, 0.0, int64(-1))
+	f.Add(math.NaN(), 0.0, int64(0))
+	f.Add(0.0, math.NaN(), int64(0))
+	f.Add(math.Inf(1), math.Inf(1), int64(math.MaxInt64))
+	f.Fuzz(func(t *testing.T, ratio, minPerSecond float64, ttl int64) {
+		p := RetryBudgetPolicy{Ratio: ratio, MinPerSecond: minPerSecond, TTL: time.Duration(ttl)}
+		verr := p.Validate()
+		specValid(t, "RetryBudgetPolicy", verr, ratio >= 0 && minPerSecond >= 0 && ttl >= 0) // false for NaN
+		checkValidate(t, "RetryBudgetPolicy", verr, func() { NewRetryBudget(p) })
+	})
+}
+
+// FuzzChaosPolicyValidate: Validate never panics; it is nil exactly when
+// the contract's rules (rates in [0, 1], not NaN; Latency >= 0) call the
+// policy valid, and exactly when Chaos accepts it.
+func FuzzChaosPolicyValidate(f *testing.F) {
+	f.Add(0.0, 0.0, int64(0), uint64(0))
+	f.Add(1.0, 1.0, int64(time.Second), uint64(1))
+	f.Add(1.0000000000000002, 0.0, int64(0), uint64(0))
+	f.Add(0.0, -0.1, int64(0), uint64(0))
+	f.Add(math.NaN(), 0.0, int64(0), uint64(0))
+	f.Add(0.5, math.NaN(), int64(0), uint64(0))
+	f.Add(0.5, 0.5, int64(-1), uint64(math.MaxUint64))
+	f.Fuzz(func(t *testing.T, faultRate, latencyRate float64, latency int64, seed uint64) {
+		p := ChaosPolicy{FaultRate: faultRate, LatencyRate: latencyRate, Latency: time.Duration(latency), Seed: seed}
+		verr := p.Validate()
+		inUnit := func(r float64) bool { return r >= 0 && r <= 1 }
+		specValid(t, "ChaosPolicy", verr, inUnit(faultRate) && inUnit(latencyRate) && latency >= 0)
+		checkValidate(t, "ChaosPolicy", verr, func() { New[int]().Chaos(p) })
+	})
+}
