@@ -44,6 +44,10 @@ var exits = []struct {
 // the call it admitted runs.
 type holder struct {
 	name string
+	// relaxed: the stage changes how many attempts run and how long they
+	// take (Hedge adds attempts, Chaos adds latency), so only the outcome
+	// is checked, not the attempt count or the time taken.
+	relaxed bool
 	// setup returns the pipeline stage to add outermost, after it has
 	// brought the shared state where the test wants it (a half-open
 	// breaker, ...), and check, which runs after the exit and must show
@@ -135,6 +139,23 @@ var rateLimitHolder = holder{name: "rate limiter token", setup: func(t *testing.
 	return add, check
 }}
 
+// hedgeHolder: the attempts run on goroutines of their own; none may be
+// left behind, and a panic or Goexit in one must reach the caller.
+var hedgeHolder = holder{name: "hedge goroutines", relaxed: true, setup: func(t *testing.T) (func(resil.Pipeline[int]) resil.Pipeline[int], func(*testing.T, exit)) {
+	pol := resil.HedgePolicy{Delay: 10 * time.Second}
+	add := func(p resil.Pipeline[int]) resil.Pipeline[int] { return p.Hedge(pol) }
+	check := func(t *testing.T, _ exit) { nextAdmitted(t, resil.New[int]().Hedge(pol)) }
+	return add, check
+}}
+
+// chaosHolder: every call first waits 500ms on a timer.
+var chaosHolder = holder{name: "chaos latency timer", relaxed: true, setup: func(t *testing.T) (func(resil.Pipeline[int]) resil.Pipeline[int], func(*testing.T, exit)) {
+	pol := resil.ChaosPolicy{LatencyRate: 1, Latency: 500 * time.Millisecond}
+	add := func(p resil.Pipeline[int]) resil.Pipeline[int] { return p.Chaos(pol) }
+	check := func(t *testing.T, _ exit) { nextAdmitted(t, resil.New[int]().Chaos(pol)) }
+	return add, check
+}}
+
 // holders are the stages checked by TestPermitsReleasedOnEveryExit. The
 // Timeout stage's timer is checked in every case, since every pipeline
 // there has a per-attempt Timeout.
@@ -143,6 +164,8 @@ var holders = []holder{
 	breakerHolder(false),
 	bulkheadHolder,
 	rateLimitHolder,
+	hedgeHolder,
+	chaosHolder,
 }
 
 // TestPermitsReleasedOnEveryExit runs a call through
@@ -176,6 +199,7 @@ func permitCase(t *testing.T, h holder, e exit) {
 	goroutines := runtime.NumGoroutine()
 	pv := &panicValue{42}
 	var (
+		mu        sync.Mutex // Hedge calls fn from several goroutines
 		ctxs      []context.Context
 		v         int
 		err       error
@@ -188,7 +212,9 @@ func permitCase(t *testing.T, h holder, e exit) {
 		defer close(done)
 		defer func() { recovered = recover() }()
 		v, err = p.Run(ctx, func(ctx context.Context) (int, error) {
+			mu.Lock()
 			ctxs = append(ctxs, ctx)
+			mu.Unlock()
 			switch e {
 			case exitReturn:
 				return 7, nil
@@ -211,49 +237,82 @@ func permitCase(t *testing.T, h holder, e exit) {
 	<-done
 	elapsed := time.Since(start)
 
+	mu.Lock()
 	for i, c := range ctxs {
 		require.Error(t, c.Err(), "the context of attempt %d is released before Run returns", i+1)
+	}
+	mu.Unlock()
+	checkOutcome(t, e, h.relaxed, outcome{v: v, err: err, recovered: recovered, returned: returned, pv: pv, attempts: len(ctxs), elapsed: elapsed})
+	synctest.Wait()
+	// At most: a goroutine of an earlier test may still be on its way out.
+	require.LessOrEqual(t, runtime.NumGoroutine(), goroutines, "no goroutine is left behind")
+	check(t, e)
+}
+
+// outcome is how a call of permitCase ended.
+type outcome struct {
+	v         int
+	err       error
+	recovered any
+	returned  bool
+	pv        *panicValue
+	attempts  int
+	elapsed   time.Duration
+}
+
+// checkOutcome checks that the call ended the way exit e makes it end;
+// relaxed skips the attempt count and the time taken.
+func checkOutcome(t *testing.T, e exit, relaxed bool, o outcome) {
+	t.Helper()
+	v, err, recovered, returned, pv, elapsed := o.v, o.err, o.recovered, o.returned, o.pv, o.elapsed
+	attempts := func(n int) {
+		if !relaxed {
+			require.Equal(t, n, o.attempts, "attempts")
+		}
+	}
+	took := func(d time.Duration) {
+		if !relaxed {
+			require.Equal(t, d, elapsed)
+		}
 	}
 	switch e {
 	case exitReturn:
 		require.True(t, returned)
 		require.NoError(t, err)
 		require.Equal(t, 7, v)
-		require.Len(t, ctxs, 1)
+		attempts(1)
 	case exitError:
 		var re *resil.RetryError
 		require.ErrorAs(t, err, &re)
 		require.Equal(t, 2, re.Attempts)
 		require.ErrorIs(t, err, errFlaky)
-		require.Equal(t, time.Hour, elapsed)
+		took(time.Hour)
 	case exitIgnored:
 		require.ErrorIs(t, err, errFlaky)
-		require.Len(t, ctxs, 1)
+		attempts(1)
 	case exitPanic:
 		require.False(t, returned)
 		require.True(t, recovered == any(pv), "the panic reaches the caller with its original value, got %v", recovered)
-		require.Len(t, ctxs, 1)
+		attempts(1)
 	case exitGoexit:
 		require.False(t, returned)
 		require.Nil(t, recovered)
-		require.Len(t, ctxs, 1)
+		attempts(1)
 	case exitCancel:
 		require.ErrorIs(t, err, context.Canceled)
-		require.ErrorIs(t, err, errFlaky)
-		require.Equal(t, time.Second, elapsed)
-		require.Len(t, ctxs, 1)
+		if !relaxed { // Hedge returns ctx.Err() itself
+			require.ErrorIs(t, err, errFlaky)
+		}
+		took(time.Second)
+		attempts(1)
 	case exitTimeout:
 		require.ErrorIs(t, err, resil.ErrTimeout)
-		require.Len(t, ctxs, 2)
-		require.Equal(t, time.Minute+time.Hour+time.Minute, elapsed)
+		attempts(2)
+		took(time.Minute + time.Hour + time.Minute)
 	}
 	if e != exitReturn {
 		require.Zero(t, v)
 	}
-	synctest.Wait()
-	// At most: a goroutine of an earlier test may still be on its way out.
-	require.LessOrEqual(t, runtime.NumGoroutine(), goroutines, "no goroutine is left behind")
-	check(t, e)
 }
 
 // TestHalfOpenAdmitsExactlyHalfOpenCalls holds 1000 goroutines at a barrier

@@ -230,6 +230,21 @@ func TestNoLeaks(t *testing.T) {
 			// 1000/s against calls that come faster: many wait, on a timer.
 			return resil.New[int]().RateLimit(resil.NewRateLimiter(resil.RateLimitPolicy{Rate: 1000, Burst: 10, MaxWait: 10 * time.Millisecond}))
 		}},
+		{"Hedge", func() resil.Pipeline[int] {
+			// Every third call fails at once and another attempt starts
+			// 1ms later, on a goroutine of its own, as the first did.
+			return resil.New[int]().Hedge(resil.HedgePolicy{Delay: time.Millisecond})
+		}},
+		{"Chaos", func() resil.Pipeline[int] {
+			return resil.New[int]().Chaos(resil.ChaosPolicy{FaultRate: 0.1, LatencyRate: 0.5, Latency: time.Millisecond, Seed: 1})
+		}},
+		{"Retry with a budget", func() resil.Pipeline[int] {
+			return resil.New[int]().Retry(resil.RetryPolicy{
+				MaxAttempts: 2,
+				Backoff:     resil.Constant(time.Millisecond),
+				Budget:      resil.NewRetryBudget(resil.RetryBudgetPolicy{}),
+			})
+		}},
 		{"all", func() resil.Pipeline[int] {
 			return resil.New[int]().
 				Timeout(time.Hour).
@@ -238,6 +253,8 @@ func TestNoLeaks(t *testing.T) {
 				Timeout(time.Hour).
 				Bulkhead(resil.NewBulkhead(resil.BulkheadPolicy{MaxConcurrent: 1})).
 				RateLimit(resil.NewRateLimiter(resil.RateLimitPolicy{Rate: 1000, Burst: 10, MaxWait: 10 * time.Millisecond})).
+				Chaos(resil.ChaosPolicy{FaultRate: 0.1, LatencyRate: 0.5, Latency: time.Millisecond, Seed: 1}).
+				Hedge(resil.HedgePolicy{Delay: time.Millisecond}).
 				Fallback(fallback)
 		}},
 	}
@@ -264,8 +281,10 @@ func TestNoLeaks(t *testing.T) {
 					}
 				}
 				run(0, warm)
+				synctest.Wait() // hedged attempts that lost may still be finishing
 				atWarm := heapObjects()
 				run(warm, calls)
+				synctest.Wait()
 				atEnd := heapObjects()
 				t.Logf("heap objects after %d calls: %d; after %d: %d", warm, atWarm, calls, atEnd)
 				require.Less(t, int64(atEnd)-int64(atWarm), int64(tolerance), "heap objects grow with calls")
