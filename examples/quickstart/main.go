@@ -6,7 +6,7 @@
 // It needs no network and no set-up. The service is built with resiltest
 // from a fixed seed, so every run prints the same table: transient errors,
 // a permanent error, an outage that trips the breaker, and slow calls that
-// the timeout cuts short. It takes about three seconds.
+// the timeout cuts short. It takes about five seconds.
 package main
 
 import (
@@ -32,10 +32,10 @@ import (
 const (
 	seed     = 7
 	calls    = 40
-	tick     = 80 * time.Millisecond
-	slow     = 100 * time.Millisecond // how long a slow attempt takes
+	tick     = 100 * time.Millisecond
+	slow     = 150 * time.Millisecond // how long a slow attempt takes
 	perTry   = 20 * time.Millisecond  // the pipeline's Timeout
-	slowMark = 50 * time.Millisecond  // a call slower than this counts as slow
+	slowMark = 75 * time.Millisecond  // a call slower than this counts as slow
 	openFor  = 4*tick - 10*time.Millisecond
 )
 
