@@ -19,7 +19,7 @@ import (
 func foldedSuccesses(b *Breaker) uint64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.fold(b.lastFold, false)
+	b.fold(b.lastFold, noTrigger)
 	var ok uint64
 	for _, r := range b.ring {
 		ok += r.ok

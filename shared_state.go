@@ -162,7 +162,7 @@ func (l BreakerLink) Snapshot() BreakerSnapshot {
 		s.Remaining = time.Duration(max(b.openUntil.Load()-now, 0))
 	}
 	if s.State == StateClosed {
-		b.fold(now, false)
+		b.fold(now, noTrigger)
 		for _, r := range b.ring {
 			s.Successes += r.ok
 			s.Failures += r.fail

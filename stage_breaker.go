@@ -22,8 +22,9 @@ type BreakerPolicy struct {
 	// 0 means 10. Negative is invalid.
 	MinCalls int
 	// Window is how long an outcome counts. Outcomes are kept in 20 buckets
-	// of Window/20, so one may drop out up to Window/20 early (see Breaker
-	// for how successes are timed). 0 means 10s. Negative is invalid.
+	// of Window/20, so one may drop out up to Window/20 early (a success up
+	// to Window/10: see Breaker for how successes are timed). 0 means 10s.
+	// Negative is invalid.
 	Window time.Duration
 	// OpenFor is how long the breaker rejects calls before it admits
 	// trials. 0 means 5s. Negative is invalid.
@@ -105,29 +106,40 @@ const (
 // zero Breaker is not usable.
 //
 // State moves only when calls (or State) look at it: there is no timer and
-// no goroutine. The closed path takes no lock, reads no clock and makes no
-// locked (read-modify-write) memory operation on a success: a success is
-// added to a counter that only the P (the scheduler's CPU slot) running the
-// call writes, and the counters are folded into the window by the next
-// failure, or once a counter holds a batch of successes. The batch grows
-// (up to 64) only while folds come less than a quarter bucket apart, and
-// shrinks to 1 when traffic slows, so at low rates every success is timed
-// exactly. Folded successes are dated at the previous fold (the one that
-// completed the batch at its own time), so a success may count up to about
-// a bucket early but never late: in steady traffic, outcomes leave the
-// window at most Window/10 early. Counts are exact: batching moves when a
-// success is dated, never whether it counts.
+// no goroutine. The closed path takes no lock and makes no locked
+// (read-modify-write) memory operation on a success: a success is added to
+// a counter that only the P (the scheduler's CPU slot) running the call
+// writes, and the counters are folded into the window by the next failure,
+// or once a counter holds a batch of successes. The batch grows (up to 64)
+// only while folds come less than a quarter bucket apart, and shrinks to 1
+// when traffic slows, so at low rates every success is timed exactly. Only
+// the first success a P counts after a fold reads the clock (one read per
+// batch): it dates the P's batch, and it folds at once when it comes more
+// than half a bucket after the last fold.
+//
+// Precision: counts are exact (batching moves when a success is dated,
+// never whether it counts), and no outcome counts late (one at least Window
+// old never counts). A failure may leave the window up to Window/20 early
+// (its bucket). A success is dated at the first unfolded success on its P:
+// in steady traffic, where a batch fills within a quarter bucket, it leaves
+// the window at most Window/10 early. When traffic falls sharply, the
+// successes a P still holds unfolded (fewer than the batch, so at most 63
+// per P) and those it counts until its batch fills or a failure folds carry
+// the date of the first of them: early by up to the pause. A failure folds
+// everything first, so a success is never dated before the last failure
+// that preceded it.
 //
 // An open breaker reads the clock on each rejected call, the one cost of
 // its rejected path: OpenFor ends without a timer, so only the time can say
 // that the first call after it must become a trial.
 type Breaker struct {
 	// Read on every call, written only on transitions and batch changes.
-	word      atomic.Uint64                    // generation<<2 | BreakerState
-	openUntil atomic.Int64                     // clock() at which an open period ends
-	shards    []shard                          // per-P success counters, one per P at NewBreaker
-	batch     atomic.Uint32                    // successes a counter collects before a fold
-	_         [cacheLine - 8 - 8 - 24 - 4]byte // keeps mu's line apart
+	word      atomic.Uint64                        // generation<<2 | BreakerState
+	openUntil atomic.Int64                         // clock() at which an open period ends
+	foldBy    atomic.Int64                         // clock() after which a success folds at once
+	shards    []shard                              // per-P success counters, one per P at NewBreaker
+	batch     atomic.Uint32                        // successes a counter collects before a fold
+	_         [cacheLine - 8 - 8 - 8 - 24 - 4]byte // keeps mu's line apart
 
 	// spill counts the successes of calls whose P has no shard (GOMAXPROCS
 	// grew after NewBreaker, or a 32-bit platform): generation<<32 | count,
@@ -176,10 +188,17 @@ type Breaker struct {
 // never writes w: it keeps in folded how much of the count it has already
 // moved into the window, and takes the difference (modulo 2^32, so the
 // count may wrap).
+//
+// since dates the shard's unfolded successes: the owner writes it (the same
+// way as w, before w) when it counts the first success after a fold, and
+// the fold dates them all there (never before the last fold). A success is
+// never dated after it happened; how much earlier is the Breaker's
+// documented precision.
 type shard struct {
 	w      uint64
+	since  int64         // clock() of the first success counted after the shard's last fold; owner-written like w
 	folded atomic.Uint32 // the count up to which the fold has taken successes; written under mu
-	_      [cacheLine - 8 - 4]byte
+	_      [cacheLine - 8 - 8 - 4]byte
 }
 
 // wordAtomic reports whether a plain uint64 store is one indivisible write,
@@ -243,6 +262,7 @@ func NewBreaker(policy BreakerPolicy) *Breaker {
 	now := clock()
 	b.cur = floorDiv(now, b.width)
 	b.lastFold = now
+	b.foldBy.Store(now + b.width/2)
 	return b
 }
 
@@ -275,9 +295,10 @@ func (b *Breaker) classify(err error) outcome {
 }
 
 // succeedClosed records a success of a call admitted closed in generation
-// gen. No lock, no clock, no locked instruction: a plain increment of this
-// P's counter (see shard for why that is safe, and why the race detector is
-// told to look away).
+// gen. No lock and no locked instruction: a plain increment of this P's
+// counter (see shard for why that is safe, and why the race detector is
+// told to look away). The clock is read only by the first success a P
+// counts after a fold, which dates the P's batch; the others read none.
 //
 //go:norace
 func (b *Breaker) succeedClosed(gen uint64) {
@@ -298,18 +319,33 @@ func (b *Breaker) succeedClosed(gen uint64) {
 		procUnpin()
 		return
 	}
+	// Unfolded successes of this shard, modulo 2^32 (setState zeroes
+	// folded for a new generation).
+	pending := uint32(w) - sh.folded.Load()
+	var now int64
+	if pending == 1 {
+		now = clock()
+		sh.since = now // before w: the fold reads w, then since
+	}
 	sh.w = w
 	procUnpin()
-	// Unfolded successes of this shard, modulo 2^32. Read after unpinning:
-	// the owner may be another P by now, which only makes the count
-	// approximate, and the fold checks the generation again.
-	if uint32(w)-sh.folded.Load() >= b.batch.Load() {
-		b.foldBatch(gen)
+	switch {
+	case pending == 1:
+		// The P's first unfolded success: folded at once when it completes
+		// a batch of 1, or when it comes more than half a bucket after the
+		// last fold (traffic paused: it must not wait for a batch that may
+		// take long to fill).
+		if b.batch.Load() <= 1 || now > b.foldBy.Load() {
+			b.foldAt(gen, now, pid)
+		}
+	case pending >= b.batch.Load():
+		b.foldAt(gen, clock(), pid)
 	}
 }
 
 // succeedSpill is succeedClosed for a P without a shard: a
-// compare-and-swap on the shared spill counter.
+// compare-and-swap on the shared spill counter, whose successes are dated
+// at the last fold.
 func (b *Breaker) succeedSpill(gen uint64) {
 	tag := uint64(uint32(gen)) << 32
 	var n uint32
@@ -324,36 +360,61 @@ func (b *Breaker) succeedSpill(gen uint64) {
 		}
 	}
 	if n >= b.batch.Load() {
-		b.foldBatch(gen)
+		b.foldAt(gen, clock(), spillTrigger)
+		return
+	}
+	if n == 1 {
+		if now := clock(); now > b.foldBy.Load() {
+			b.foldAt(gen, now, spillTrigger)
+		}
 	}
 }
 
-// foldBatch folds the counters once one of them filled a batch.
-func (b *Breaker) foldBatch(gen uint64) {
+// Triggers of a fold besides a shard's index (see fold).
+const (
+	spillTrigger = -1 // a success counted in spill
+	noTrigger    = -2 // a failure, a transition or a sync: no success
+)
+
+// foldAt folds the counters for the success that trigger counted at now
+// (a shard's index or spillTrigger), if gen is still current.
+func (b *Breaker) foldAt(gen uint64, now int64, trigger int) {
 	b.mu.Lock()
 	if b.word.Load()>>2 == gen {
-		b.fold(clock(), true)
+		b.fold(max(now, b.lastFold), trigger)
 	}
 	b.mu.Unlock()
 }
 
-// fold moves the successes counted since the last fold into the window, all
-// but one (the one that completed a batch, if trigger) dated at the last
-// fold, and adapts the batch size to the time between folds. Called with mu
-// held, in the closed state.
-func (b *Breaker) fold(now int64, trigger bool) {
+// fold moves the successes counted since the last fold into the window and
+// adapts the batch size to the time between folds. A shard's successes are
+// dated at its first unfolded success (since), never before the last fold;
+// the spill's at the last fold; the one success that triggered the fold
+// (trigger: a shard's index, spillTrigger or noTrigger) at now. Called with
+// mu held, in the closed state.
+func (b *Breaker) fold(now int64, trigger int) {
 	gen := uint32(b.word.Load() >> 2)
-	var pending uint64
+	b.roll(now)
 	for i := range b.shards {
 		sh := &b.shards[i]
 		w := atomic.LoadUint64(&sh.w) // races with the owner by design: see shard
 		if uint32(w>>32) != gen {
 			continue // nothing counted in this generation yet
 		}
-		if d := uint32(w) - sh.folded.Load(); d != 0 {
-			pending += uint64(d)
-			sh.folded.Store(uint32(w))
+		d := uint32(w) - sh.folded.Load()
+		if d == 0 {
+			continue
 		}
+		sh.folded.Store(uint32(w))
+		if i == trigger {
+			b.add(now, success, 1)
+			d--
+		}
+		// since is at most as old as the shard's first unfolded success,
+		// which came after the last fold; read after w, so it is never
+		// newer than the successes w counts.
+		t := max(atomic.LoadInt64(&sh.since), b.lastFold)
+		b.add(min(t, now), success, uint64(d))
 	}
 	tag := uint64(gen) << 32
 	for {
@@ -362,17 +423,14 @@ func (b *Breaker) fold(now int64, trigger bool) {
 			break
 		}
 		if b.spill.CompareAndSwap(w, tag) {
-			pending += uint64(uint32(w))
+			n := uint64(uint32(w))
+			if trigger == spillTrigger {
+				b.add(now, success, 1)
+				n--
+			}
+			b.add(b.lastFold, success, n)
 			break
 		}
-	}
-	b.roll(now)
-	if pending > 0 && trigger {
-		b.add(now, success, 1)
-		pending--
-	}
-	if pending > 0 {
-		b.add(b.lastFold, success, pending)
 	}
 	dt, k := now-b.lastFold, b.batch.Load()
 	switch {
@@ -382,6 +440,7 @@ func (b *Breaker) fold(now int64, trigger bool) {
 		b.batch.Store(k / 2)
 	}
 	b.lastFold = now
+	b.foldBy.Store(now + b.width/2)
 }
 
 // roll advances the ring to now, clearing the buckets that expired.
@@ -423,7 +482,7 @@ func (b *Breaker) failClosed(gen uint64) (transition, bool) {
 		return transition{}, false
 	}
 	now := clock()
-	b.fold(now, false)
+	b.fold(now, noTrigger)
 	b.add(now, failure, 1)
 	var ok, fail uint64
 	for _, r := range b.ring {
@@ -464,6 +523,7 @@ func (b *Breaker) setState(to BreakerState, now int64) transition {
 	b.ring = [windowBuckets]bucket{}
 	b.cur = floorDiv(now, b.width)
 	b.lastFold = now
+	b.foldBy.Store(now + b.width/2)
 	b.batch.Store(1)
 	b.trials, b.passed = 0, 0
 	b.share.clear()
