@@ -134,18 +134,21 @@ const (
 // that the first call after it must become a trial.
 type Breaker struct {
 	// Read on every call, written only on transitions and batch changes.
-	word      atomic.Uint64                        // generation<<2 | BreakerState
-	openUntil atomic.Int64                         // clock() at which an open period ends
-	foldBy    atomic.Int64                         // clock() after which a success folds at once
-	shards    []shard                              // per-P success counters, one per P at NewBreaker
-	batch     atomic.Uint32                        // successes a counter collects before a fold
-	_         [cacheLine - 8 - 8 - 8 - 24 - 4]byte // keeps mu's line apart
+	word      atomic.Uint64                    // generation<<2 | BreakerState
+	openUntil atomic.Int64                     // clock() at which an open period ends
+	shards    []shard                          // per-P success counters, one per P at NewBreaker
+	batch     atomic.Uint32                    // successes a counter collects before a fold
+	_         [cacheLine - 8 - 8 - 24 - 4]byte // keeps mu's line apart
 
 	// spill counts the successes of calls whose P has no shard (GOMAXPROCS
 	// grew after NewBreaker, or a 32-bit platform): generation<<32 | count,
 	// shared, so updated with compare-and-swap and reset by the fold.
 	spill atomic.Uint64
-	_     [cacheLine - 8]byte
+	// foldBy is the clock() after which a P's first success since a fold
+	// folds at once. Written by every fold, read once per batch: kept off
+	// the line every call reads.
+	foldBy atomic.Int64
+	_      [cacheLine - 8 - 8]byte
 
 	mu sync.Mutex
 	// Guarded by mu.
