@@ -413,9 +413,11 @@ func (b *Breaker) fold(now int64, trigger int) {
 			b.add(now, success, 1)
 			d--
 		}
-		// since is at most as old as the shard's first unfolded success,
-		// which came after the last fold; read after w, so it is never
-		// newer than the successes w counts.
+		// since is the time of the shard's first unfolded success (older
+		// if a fold raced with it, and then clamped to the last fold): no
+		// success is dated after it happened. The owner writes since only
+		// when it has nothing unfolded, so a since newer than w's count
+		// comes with nothing of it to date.
 		t := max(atomic.LoadInt64(&sh.since), b.lastFold)
 		b.add(min(t, now), success, uint64(d))
 	}
