@@ -3,6 +3,7 @@ package resil
 import (
 	"math"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -109,5 +110,40 @@ func FuzzRateLimitPolicy(f *testing.F) {
 			require.GreaterOrEqual(t, tat, prev)
 			prev = tat
 		}
+	})
+}
+
+// TestRateLimiterAdmitLooksAgainBeforeRejecting: a call whose clock reading
+// went stale before it reached the bucket (it was preempted while another
+// call, with a later reading, took a token) must not be refused a token
+// that is due by now; a bucket that is really empty still refuses, with
+// RetryAfter counted from the fresh reading.
+func TestRateLimiterAdmitLooksAgainBeforeRejecting(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := NewRateLimiter(RateLimitPolicy{Rate: 10, Burst: 2}) // interval 100ms, tau 100ms
+		stale := clock()
+		time.Sleep(50 * time.Millisecond)
+		fresh := clock()
+
+		_, _, ok := l.admit(fresh, 0)
+		require.True(t, ok, "the first of the burst")
+		_, ok = l.reserve(stale, 0)
+		require.False(t, ok, "reserve alone, with the stale reading, refuses the second token")
+
+		at, wait, ok := l.admit(stale, 0)
+		require.True(t, ok, "the second token of the burst is due: admit looks at the clock again")
+		assert.Equal(t, fresh, at, "decided at the fresh reading")
+		assert.Zero(t, wait)
+
+		at, wait, ok = l.admit(stale, 0)
+		require.False(t, ok, "the bucket is empty")
+		assert.Equal(t, fresh, at)
+		assert.Equal(t, int64(100*time.Millisecond), wait, "a token is due 100ms after the fresh reading")
+
+		// The time since the stale reading counts against the wait a call accepts.
+		at, wait, ok = l.admit(stale, int64(120*time.Millisecond))
+		require.False(t, ok, "120ms from the stale reading is 70ms from now: too short for a turn 100ms away")
+		assert.Equal(t, fresh, at)
+		assert.Equal(t, int64(100*time.Millisecond), wait)
 	})
 }

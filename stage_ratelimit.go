@@ -153,6 +153,29 @@ func (l *RateLimiter) reserve(now, maxWait int64) (wait int64, ok bool) {
 	}
 }
 
+// admit is reserve for a call that read the clock at now, with one more
+// look at the clock before a local limiter turns it away: another call that
+// read the clock after now may have claimed its turn before this one (this
+// goroutine was preempted between its clock read and reserve), leaving tat
+// ahead of a now that is no longer current, and a token that is due by now
+// would be refused. It returns the instant the decision was made at, which
+// is what unreserve must be given. A fleet limiter decides on its server's
+// clock, so it is asked once.
+func (l *RateLimiter) admit(now, maxWait int64) (at, wait int64, ok bool) {
+	wait, ok = l.reserve(now, maxWait)
+	if ok || l.share != nil {
+		return now, wait, ok
+	}
+	fresh := clock()
+	if fresh <= now {
+		return now, wait, false
+	}
+	// The time since now counts against the call's wait.
+	maxWait = max(maxWait-(fresh-now), 0)
+	wait, ok = l.reserve(fresh, maxWait)
+	return fresh, wait, ok
+}
+
 // unreserve gives back the turn that reserve claimed at now with a wait
 // > 0, for a call that will not pass after all. The token returns to the
 // bucket when no call has claimed a turn after it; otherwise the later
@@ -182,8 +205,11 @@ type rateLimitStage[T any] struct{ l *RateLimiter }
 // pass without waiting, so that a Retry added after RateLimit waits exactly
 // that long. A rejection is reported as EventRejected.
 //
-// A call that passes at once takes no lock and allocates nothing. RateLimit
-// panics when l is nil.
+// A call that passes at once takes no lock, reads the clock once and
+// allocates nothing. Before a call is turned away the clock is read again,
+// so that a call delayed between its first reading and the bucket is not
+// refused a token that has come due meanwhile. RateLimit panics when l is
+// nil.
 func (p Pipeline[T]) RateLimit(l *RateLimiter) Pipeline[T] {
 	if l == nil {
 		panic("resil: RateLimit l must be non-nil, got nil")
@@ -202,7 +228,7 @@ func (s rateLimitStage[T]) run(ctx context.Context, n next[T]) (T, error) {
 			maxWait = min(maxWait, max(int64(time.Until(deadline)), 0))
 		}
 	}
-	wait, ok := l.reserve(now, maxWait)
+	now, wait, ok := l.admit(now, maxWait)
 	if !ok {
 		return s.reject(ctx, n, wait)
 	}
