@@ -34,6 +34,19 @@ func (r *obsRecorder) take() []resil.Event {
 	return e
 }
 
+// kinds returns the events of kind k received so far, keeping them all.
+func (r *obsRecorder) kinds(k resil.EventKind) []resil.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []resil.Event
+	for _, e := range r.events {
+		if e.Kind == k {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // requireEvents checks got against want field by field; an Err in want is
 // matched with errors.Is.
 func requireEvents(t *testing.T, want, got []resil.Event) {

@@ -132,7 +132,7 @@ func TestBulkheadMaxWait(t *testing.T) {
 	for _, maxWait := range []time.Duration{0, time.Nanosecond, 100 * time.Millisecond} {
 		t.Run(maxWait.String(), func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				var log eventLog
+				var log obsRecorder
 				b := resil.NewBulkhead(resil.BulkheadPolicy{MaxConcurrent: 2, MaxWait: maxWait})
 				p := resil.New[int]().Bulkhead(b).Observe(&log)
 				release := make(chan struct{})
@@ -197,7 +197,7 @@ func TestBulkheadCancelWhileWaiting(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				var log eventLog
+				var log obsRecorder
 				p := resil.New[int]().Bulkhead(resil.NewBulkhead(resil.BulkheadPolicy{MaxConcurrent: 1, MaxWait: time.Second})).Observe(&log)
 				release := make(chan struct{})
 				var wg sync.WaitGroup

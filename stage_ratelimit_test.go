@@ -26,30 +26,6 @@ func retryAfterOf(t *testing.T, err error) time.Duration {
 	return h.RetryAfter()
 }
 
-// eventLog is an Observer that keeps the events it receives.
-type eventLog struct {
-	mu     sync.Mutex
-	events []resil.Event
-}
-
-func (o *eventLog) Observe(_ context.Context, e resil.Event) {
-	o.mu.Lock()
-	o.events = append(o.events, e)
-	o.mu.Unlock()
-}
-
-func (o *eventLog) kinds(k resil.EventKind) []resil.Event {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	var out []resil.Event
-	for _, e := range o.events {
-		if e.Kind == k {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
 func TestRateLimitPolicyValidate(t *testing.T) {
 	cases := []struct {
 		name   string
@@ -356,7 +332,7 @@ func TestRateLimitConcurrentBurst(t *testing.T) {
 
 func TestRateLimitRejectedEvent(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var log eventLog
+		var log obsRecorder
 		p := resil.New[int]().RateLimit(resil.NewRateLimiter(resil.RateLimitPolicy{Rate: 1})).Named("api").Observe(&log)
 		_, err := p.Run(t.Context(), passFn)
 		require.NoError(t, err)
