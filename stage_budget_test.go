@@ -93,7 +93,7 @@ func TestRetryBudgetDenialReturnsAtOnce(t *testing.T) {
 		// A reserve of 1 retry in 10s; one call adds 0.2 of a retry.
 		budget := resil.NewRetryBudget(resil.RetryBudgetPolicy{MinPerSecond: 0.1, TTL: 10 * time.Second})
 		var onRetry []resil.RetryEvent
-		log := &evLog{}
+		log := &obsRecorder{}
 		p := resil.New[int]().Retry(resil.RetryPolicy{
 			MaxAttempts: 5,
 			Backoff:     resil.Constant(time.Second),
@@ -113,7 +113,7 @@ func TestRetryBudgetDenialReturnsAtOnce(t *testing.T) {
 		assert.ErrorIs(t, err, resil.ErrRetryBudgetExhausted)
 		assert.Equal(t, "resil: retry budget exhausted; gave up after 2 attempts: still down", err.Error())
 		assert.Len(t, onRetry, 1, "OnRetry is called only for the retry that was made")
-		rejected := log.of(resil.EventRejected)
+		rejected := log.kinds(resil.EventRejected)
 		require.Len(t, rejected, 1)
 		assert.Equal(t, 2, rejected[0].Attempt)
 		assert.ErrorIs(t, rejected[0].Err, resil.ErrRetryBudgetExhausted)

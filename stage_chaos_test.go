@@ -65,13 +65,13 @@ func TestChaosFault(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			log := &evLog{}
+			log := &obsRecorder{}
 			p := resil.New[int]().Chaos(resil.ChaosPolicy{FaultRate: 1, Fault: tt.fault}).Observe(log)
 			dep := resiltest.Script[int](resiltest.Return(1))
 			_, err := p.Run(t.Context(), dep.Call)
 			require.Equal(t, tt.want, err)
 			assert.Zero(t, dep.Count(), "a faulted call does not run the wrapped stages")
-			rejected := log.of(resil.EventRejected)
+			rejected := log.kinds(resil.EventRejected)
 			require.Len(t, rejected, 1)
 			assert.Equal(t, tt.want, rejected[0].Err)
 		})

@@ -18,31 +18,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// evLog is an Observer that keeps every event; safe for concurrent use.
-type evLog struct {
-	mu  sync.Mutex
-	evs []resil.Event
-}
-
-func (l *evLog) Observe(_ context.Context, e resil.Event) {
-	l.mu.Lock()
-	l.evs = append(l.evs, e)
-	l.mu.Unlock()
-}
-
-// of returns the events of kind k, in the order they were reported.
-func (l *evLog) of(k resil.EventKind) []resil.Event {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []resil.Event
-	for _, e := range l.evs {
-		if e.Kind == k {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
 // sleepCtx waits d or until ctx ends, and says which.
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
@@ -92,7 +67,7 @@ func TestHedgeWinnerReturnsAndLosersAreCancelledAtOnce(t *testing.T) {
 
 func TestHedgeScheduleAndAttemptNumbers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		log := &evLog{}
+		log := &obsRecorder{}
 		boom := errors.New("slow failure")
 		dep := resiltest.Script[int](resiltest.Fail(boom, 4).After(time.Hour))
 		start := time.Now()
@@ -105,7 +80,7 @@ func TestHedgeScheduleAndAttemptNumbers(t *testing.T) {
 		}
 		assert.Equal(t, []time.Duration{0, hedgeDelay, 2 * hedgeDelay, 3 * hedgeDelay}, starts)
 		assert.Equal(t, 4, dep.MaxConcurrent())
-		attempts := log.of(resil.EventAttempt)
+		attempts := log.kinds(resil.EventAttempt)
 		require.Len(t, attempts, 4)
 		for i, e := range attempts {
 			assert.Equal(t, i+1, e.Attempt)
