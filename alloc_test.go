@@ -10,9 +10,11 @@ import (
 )
 
 // TestAllocs pins the allocation budget of the hot paths: a call that needs
-// no context of its own allocates nothing, and a Timeout stage allocates no
-// more than the context.WithTimeout it is built on. A regression here fails
-// go test, not just a benchmark nobody reads.
+// no context of its own allocates nothing, a Timeout stage whose context
+// nobody waits on allocates that context and nothing else, and one whose
+// context is waited on allocates what context.WithTimeout does plus that
+// context. A regression here fails go test, not just a benchmark nobody
+// reads.
 func TestAllocs(t *testing.T) {
 	ctx := context.Background()
 	floor := testing.AllocsPerRun(200, func() {
@@ -21,6 +23,11 @@ func TestAllocs(t *testing.T) {
 		cancel()
 	})
 	require.NotZero(t, floor, "context.WithTimeout allocates: the floor below must mean something")
+	watchedFloor := testing.AllocsPerRun(200, func() {
+		tctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, _ = watchFn(tctx)
+		cancel()
+	})
 
 	budget := map[string]float64{
 		"Empty":                0,
@@ -31,8 +38,9 @@ func TestAllocs(t *testing.T) {
 		"Fallback":             0,
 		"RetryBreaker":         0,
 		"RetryBreakerFallback": 0,
-		"Timeout":              floor,
-		"Full":                 floor,
+		"Timeout":              1,                // the context, never armed
+		"TimeoutWatched":       watchedFloor + 1, // armed: context.WithDeadline, plus the context
+		"Full":                 1,
 	}
 	for _, c := range benchPipelines(t) {
 		t.Run(c.name, func(t *testing.T) {

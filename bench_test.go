@@ -38,6 +38,17 @@ func noWaitRetry() resil.RetryPolicy {
 
 func fallbackFn(context.Context, error) (int, error) { return -1, nil }
 
+// watchFn succeeds at once after looking at its context's Done channel, as
+// a call that waits on I/O does: it arms the Timeout stage's timer.
+func watchFn(ctx context.Context) (int, error) {
+	select {
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	default:
+		return 42, nil
+	}
+}
+
 // openBreaker returns a breaker that one failure opened for an hour.
 func openBreaker(tb testing.TB) *resil.Breaker {
 	b := resil.NewBreaker(resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Hour})
@@ -71,6 +82,7 @@ func benchPipelines(tb testing.TB) []struct {
 		{"BreakerOpen", resil.New[int]().Breaker(openBreaker(tb)), okFn, false},
 		{"Fallback", resil.New[int]().Fallback(fallbackFn), okFn, true},
 		{"Timeout", resil.New[int]().Timeout(time.Second), okFn, true},
+		{"TimeoutWatched", resil.New[int]().Timeout(time.Second), watchFn, true},
 		{"RetryBreaker", resil.New[int]().Retry(noWaitRetry()).Breaker(resil.NewBreaker(resil.BreakerPolicy{})), okFn, true},
 		{"RetryBreakerFallback", resil.New[int]().Retry(noWaitRetry()).Breaker(resil.NewBreaker(resil.BreakerPolicy{})).Fallback(fallbackFn), okFn, true},
 		{"Full", resil.New[int]().Timeout(time.Second).Retry(noWaitRetry()).Breaker(resil.NewBreaker(resil.BreakerPolicy{})).Fallback(fallbackFn), okFn, true},

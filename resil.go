@@ -49,9 +49,9 @@
 // A pipeline is compiled once and run many times. Every core stage runs fn
 // on the caller's goroutine and starts no goroutine; Retry, Breaker and
 // Fallback allocate nothing on a call that succeeds, and Timeout allocates
-// what context.WithTimeout does. State shared between calls (a *Breaker)
-// is concurrency-safe and moves lazily, as calls arrive: there are no
-// background goroutines or timers. Hedge is the one stage that starts
-// goroutines, one per attempt, and only when a hedge could start before
-// the context's deadline.
+// one small context, which arms a timer only when something waits on it.
+// State shared between calls (a *Breaker) is concurrency-safe and moves
+// lazily, as calls arrive: there are no background goroutines or timers.
+// Hedge is the one stage that starts goroutines, one per attempt, and only
+// when a hedge could start before the context's deadline.
 package resil

@@ -2,6 +2,8 @@ package resil
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -10,7 +12,7 @@ type timeoutStage[T any] struct{ d time.Duration }
 // Timeout returns a pipeline that gives the stages added before it a
 // context that ends after d, or earlier with the caller's context. It runs
 // them on the caller's goroutine and starts no goroutine of its own; the
-// context's timer is stopped before Run returns.
+// context's timer, if it has one, is stopped before Run returns.
 //
 // When d elapsed while the caller's context was still live and the wrapped
 // stages return an error, Run's error matches both ErrTimeout and
@@ -19,6 +21,15 @@ type timeoutStage[T any] struct{ d time.Duration }
 // the error is returned unchanged, as is every other error. A value that
 // comes back without error is returned even when it came late: fn decides
 // whether it honours its context.
+//
+// The context costs one small allocation and one clock read. It arms a
+// timer, as context.WithTimeout does at once, only when something waits on
+// it: a call of Done or Deadline, a context derived from it, a
+// context.AfterFunc. Until then Err answers from the clock. A call that
+// returns without waiting (a cache hit, work in memory) pays for no timer;
+// one that waits pays about what context.WithTimeout costs. Either way the
+// context keeps context.Context's whole contract: Err is non-nil exactly
+// when Done is closed, and stays so.
 //
 // Put Timeout before Retry for a per-attempt limit, after it for a limit on
 // the whole sequence, or both. It panics when d <= 0.
@@ -30,21 +41,112 @@ func (p Pipeline[T]) Timeout(d time.Duration) Pipeline[T] {
 }
 
 func (s timeoutStage[T]) run(ctx context.Context, n next[T]) (T, error) {
-	tctx, cancel := context.WithTimeout(ctx, s.d)
-	defer cancel() // also on a panic or Goexit: the timer never outlives Run
-	v, err := n.run(tctx)
-	if err == nil || tctx.Err() != context.DeadlineExceeded {
+	at := clock() + int64(s.d)
+	if dl, ok := ctx.Deadline(); ok && int64(dl.Sub(epoch)) <= at {
+		// The caller's deadline comes first, or with this one: it is the
+		// caller's, and the caller's context already carries it.
+		return n.run(ctx)
+	}
+	tc := &timeoutCtx{parent: ctx, at: at}
+	defer tc.release() // also on a panic or Goexit: no timer outlives Run
+	v, err := n.run(tc)
+	if err == nil || tc.Err() != context.DeadlineExceeded {
 		return v, err
 	}
-	// The deadline passed. It is this stage's only if it came before the
-	// parent's: context.WithTimeout keeps the parent's deadline when that is
-	// at or before its own.
-	own, _ := tctx.Deadline()
-	if parent, ok := ctx.Deadline(); ok && !own.Before(parent) {
-		return v, err
-	}
+	// The caller's deadline, if any, is later than this one (see above), so
+	// the deadline that passed is this stage's.
 	err = &timeoutError{d: s.d, err: err}
 	n.emit(ctx, Event{Kind: EventTimeout, Attempt: n.attempt, Err: err})
 	var zero T
 	return zero, err
+}
+
+// timeoutCtx is the context a Timeout stage gives the stages it wraps: the
+// caller's context, ended at the clock() time at. It is armed, that is backed
+// by a context.WithDeadline and its timer, the first time something may
+// wait on it (Done, Deadline) or it has ended (Err finds the deadline past,
+// the parent done, or the stage released). Until then it holds no timer and
+// Err reads the clock. Every non-nil Err comes from the armed context, so
+// Err, Done and context.Cause agree.
+type timeoutCtx struct {
+	parent context.Context
+	at     int64         // the deadline, in clock() time
+	state  atomic.Uint32 // armed and released bits
+	mu     sync.Mutex    // held while arming
+	armed  context.Context
+	cancel context.CancelFunc // armed's; both set once, before the armed bit
+}
+
+const (
+	ctxArmed    = 1 << iota // armed and cancel are set
+	ctxReleased             // the stage has returned
+)
+
+// arm returns the context behind c, creating it on the first call.
+func (c *timeoutCtx) arm() context.Context {
+	if c.state.Load()&ctxArmed != 0 {
+		return c.armed
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state.Load()&ctxArmed == 0 {
+		// The deadline as a time.Time: the wall clock as of now, and a
+		// monotonic reading exactly at c.at (now.Sub(epoch) is now in
+		// clock() time, without a second clock read).
+		now := time.Now()
+		dl := now.Add(time.Duration(c.at - int64(now.Sub(epoch))))
+		c.armed, c.cancel = context.WithDeadline(c.parent, dl)
+		// One atomic word holds both bits, so of arm and release, the one
+		// that sets its bit second sees the other's and cancels.
+		if c.state.Or(ctxArmed)&ctxReleased != 0 {
+			c.cancel()
+		}
+	}
+	return c.armed
+}
+
+// release ends c when its stage returns, stopping the timer if c is armed.
+func (c *timeoutCtx) release() {
+	if c.state.Or(ctxReleased)&ctxArmed != 0 {
+		c.cancel()
+	}
+}
+
+// Deadline returns the stage's deadline. It arms c: a caller that asks for
+// the deadline is about to wait on it.
+func (c *timeoutCtx) Deadline() (time.Time, bool) { return c.arm().Deadline() }
+
+// Done returns a channel closed when c ends. It arms c.
+func (c *timeoutCtx) Done() <-chan struct{} { return c.arm().Done() }
+
+// Err returns nil while c is live; once it has ended, the reason, from the
+// armed context. It reads the clock until c is armed.
+func (c *timeoutCtx) Err() error {
+	s := c.state.Load()
+	if s&ctxArmed != 0 {
+		return c.armed.Err()
+	}
+	if s&ctxReleased != 0 || c.parent.Err() != nil || clock() >= c.at {
+		return c.arm().Err()
+	}
+	return nil
+}
+
+// Value returns the parent's value for key, or once c is armed the armed
+// context's (which is the parent's but for context's own keys, which
+// context looks up only after Done or a non-nil Err, that is once armed).
+func (c *timeoutCtx) Value(key any) any {
+	if c.state.Load()&ctxArmed != 0 {
+		return c.armed.Value(key)
+	}
+	return c.parent.Value(key)
+}
+
+// String describes c for debugging, as the context package's types do.
+func (c *timeoutCtx) String() string {
+	name := "context.Context"
+	if s, ok := c.parent.(interface{ String() string }); ok {
+		name = s.String()
+	}
+	return name + ".WithDeadline(resil.Timeout)"
 }

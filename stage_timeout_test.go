@@ -3,6 +3,9 @@ package resil_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"runtime"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -112,4 +115,184 @@ func TestErrTimeoutMatchesDeadlineExceeded(t *testing.T) {
 	assert.ErrorIs(t, resil.ErrTimeout, context.DeadlineExceeded)
 	assert.NotErrorIs(t, context.DeadlineExceeded, resil.ErrTimeout)
 	assert.True(t, resil.IsTransient(resil.ErrTimeout))
+}
+
+// TestTimeoutContextContract checks the context a Timeout stage gives fn
+// against context.Context's contract on every path it can take: asked
+// nothing until the end, asked Err only (no timer), waited on (armed),
+// derived from, and looked at after Run returned.
+func TestTimeoutContextContract(t *testing.T) {
+	const d = time.Second
+	type key struct{}
+	tests := []struct {
+		name string
+		// use runs inside fn, at fake time 0, and may wait; it returns
+		// what it wants checked once Run has returned, or nil.
+		use func(t *testing.T, ctx context.Context) func(t *testing.T)
+	}{
+		{"Err only, before and after the deadline", func(t *testing.T, ctx context.Context) func(*testing.T) {
+			require.NoError(t, ctx.Err())
+			time.Sleep(d - time.Nanosecond)
+			require.NoError(t, ctx.Err(), "1ns before the deadline")
+			time.Sleep(time.Nanosecond)
+			require.Equal(t, context.DeadlineExceeded, ctx.Err(), "at the deadline")
+			requireDone(t, ctx)
+			require.Equal(t, context.DeadlineExceeded, context.Cause(ctx))
+			return nil
+		}},
+		{"Cause first, after the deadline", func(t *testing.T, ctx context.Context) func(*testing.T) {
+			time.Sleep(d)
+			require.Equal(t, context.DeadlineExceeded, context.Cause(ctx))
+			requireDone(t, ctx)
+			return nil
+		}},
+		{"Done first, after the deadline", func(t *testing.T, ctx context.Context) func(*testing.T) {
+			time.Sleep(2 * d)
+			requireDone(t, ctx)
+			require.Equal(t, context.DeadlineExceeded, ctx.Err())
+			return nil
+		}},
+		{"Done waits exactly d", func(t *testing.T, ctx context.Context) func(*testing.T) {
+			begin := time.Now()
+			<-ctx.Done()
+			require.Equal(t, d, time.Since(begin))
+			require.Equal(t, context.DeadlineExceeded, ctx.Err())
+			return nil
+		}},
+		{"Deadline is start+d", func(t *testing.T, ctx context.Context) func(*testing.T) {
+			want := time.Now().Add(d)
+			dl, ok := ctx.Deadline()
+			require.True(t, ok)
+			require.True(t, want.Equal(dl), "deadline %v, want %v", dl, want)
+			require.Equal(t, want.Unix(), dl.Unix(), "the wall clock too")
+			dl2, _ := ctx.Deadline()
+			require.Equal(t, dl, dl2, "the same on every call")
+			return nil
+		}},
+		{"Value reads through, before and after arming", func(t *testing.T, ctx context.Context) func(*testing.T) {
+			require.Equal(t, "v", ctx.Value(key{}))
+			_ = ctx.Done()
+			require.Equal(t, "v", ctx.Value(key{}))
+			return nil
+		}},
+		{"derived contexts start no goroutine and end with it", func(t *testing.T, ctx context.Context) func(*testing.T) {
+			before := runtime.NumGoroutine()
+			child, cancel := context.WithCancel(ctx)
+			defer cancel()
+			var at time.Duration
+			begin := time.Now()
+			stop := context.AfterFunc(ctx, func() { at = time.Since(begin) })
+			defer stop()
+			require.Equal(t, before, runtime.NumGoroutine(), "children attach to the armed context")
+			<-child.Done()
+			synctest.Wait() // the AfterFunc's goroutine
+			require.Equal(t, d, at)
+			require.Equal(t, context.DeadlineExceeded, child.Err())
+			return nil
+		}},
+		{"a later WithTimeout keeps this deadline", func(t *testing.T, ctx context.Context) func(*testing.T) {
+			inner, cancel := context.WithTimeout(ctx, time.Hour)
+			defer cancel()
+			begin := time.Now()
+			<-inner.Done()
+			require.Equal(t, d, time.Since(begin))
+			return nil
+		}},
+		{"kept after Run, never armed", func(t *testing.T, ctx context.Context) func(*testing.T) {
+			return func(t *testing.T) {
+				require.Equal(t, context.Canceled, ctx.Err())
+				requireDone(t, ctx)
+				time.Sleep(2 * d)
+				require.Equal(t, context.Canceled, ctx.Err(), "stays the same")
+			}
+		}},
+		{"kept after Run, armed", func(t *testing.T, ctx context.Context) func(*testing.T) {
+			done := ctx.Done()
+			return func(t *testing.T) {
+				select {
+				case <-done:
+				default:
+					t.Fatal("Done is not closed after Run returned")
+				}
+				require.Equal(t, context.Canceled, ctx.Err())
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				parent := context.WithValue(context.Background(), key{}, "v")
+				var after func(*testing.T)
+				_, err := resil.New[int]().Timeout(d).Run(parent, func(ctx context.Context) (int, error) {
+					after = tt.use(t, ctx)
+					return 1, nil
+				})
+				require.NoError(t, err)
+				if after != nil {
+					after(t)
+				}
+			})
+		})
+	}
+}
+
+// TestTimeoutContextParentEnds checks that the caller's cancellation
+// reaches the stage's context whether or not it is armed.
+func TestTimeoutContextParentEnds(t *testing.T) {
+	for _, armed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("armed=%v", armed), func(t *testing.T) {
+			cause := errors.New("shutting down")
+			parent, cancel := context.WithCancelCause(context.Background())
+			_, err := resil.New[int]().Timeout(time.Hour).Run(parent, func(ctx context.Context) (int, error) {
+				if armed {
+					_ = ctx.Done()
+				}
+				cancel(cause)
+				require.Equal(t, context.Canceled, ctx.Err())
+				requireDone(t, ctx)
+				require.Equal(t, cause, context.Cause(ctx))
+				return 0, ctx.Err()
+			})
+			require.Equal(t, context.Canceled, err, "the caller's, unchanged")
+		})
+	}
+}
+
+// TestTimeoutContextConcurrentUse races goroutines that arm, poll and keep
+// the context against the stage's return. Run with -race.
+func TestTimeoutContextConcurrentUse(t *testing.T) {
+	for range 200 {
+		var wg sync.WaitGroup
+		_, err := resil.New[int]().Timeout(time.Hour).Run(context.Background(), func(ctx context.Context) (int, error) {
+			for i := range 4 {
+				wg.Go(func() {
+					switch i % 3 {
+					case 0:
+						<-ctx.Done() // only Run's return ends it
+					case 1:
+						for ctx.Err() == nil {
+							runtime.Gosched()
+						}
+					case 2:
+						_, _ = ctx.Deadline()
+						<-ctx.Done()
+					}
+					assert.Equal(t, context.Canceled, ctx.Err())
+				})
+			}
+			return 1, nil
+		})
+		require.NoError(t, err)
+		wg.Wait()
+	}
+}
+
+// requireDone fails t unless ctx's Done channel is closed.
+func requireDone(t *testing.T, ctx context.Context) {
+	t.Helper()
+	select {
+	case <-ctx.Done():
+	default:
+		t.Fatal("Done is not closed")
+	}
 }

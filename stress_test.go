@@ -199,11 +199,20 @@ func TestNoLeaks(t *testing.T) {
 		tolerance = 2_000 // objects; a per-call leak adds >= 90,000
 	)
 	// fn fails every third call (once per call, so Retry's second attempt
-	// succeeds after a real timer wait) and panics never.
+	// succeeds after a real timer wait) and panics never. Every other call
+	// looks at its context's Done channel, as I/O would (which arms a
+	// Timeout stage's timer); the rest only ask Err.
 	fn := func(i int) func(context.Context) (int, error) {
 		attempt := 0
 		return func(ctx context.Context) (int, error) {
 			attempt++
+			if i%2 == 0 {
+				select {
+				case <-ctx.Done():
+					return 0, ctx.Err()
+				default:
+				}
+			}
 			if i%3 == 0 && attempt == 1 {
 				return 0, errFlaky
 			}

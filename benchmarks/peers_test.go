@@ -26,6 +26,17 @@ import (
 // system calls it as it would call a user's function.
 var workFn = func(context.Context) (int, error) { return 42, nil }
 
+// waitFn is the work of TimeoutWaitOK: it looks at its context's Done
+// channel, as a call that waits on I/O does, and returns at once.
+var waitFn = func(ctx context.Context) (int, error) {
+	select {
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	default:
+		return 42, nil
+	}
+}
+
 var errFlaky = errors.New("flaky")
 
 // flakyFn returns a call that fails twice with errFlaky and then succeeds,
@@ -85,6 +96,14 @@ func BenchmarkDirect(b *testing.B) {
 		run(b, func() (int, error) {
 			tctx, cancel := context.WithTimeout(ctx, timeout)
 			v, err := workFn(tctx)
+			cancel()
+			return v, err
+		})
+	})
+	b.Run("withtimeoutwait", func(b *testing.B) {
+		run(b, func() (int, error) {
+			tctx, cancel := context.WithTimeout(ctx, timeout)
+			v, err := waitFn(tctx)
 			cancel()
 			return v, err
 		})
@@ -344,6 +363,58 @@ func BenchmarkTimeoutOK(b *testing.B) {
 				err := hystrix.DoC(ctx, hx, func(ctx context.Context) error {
 					var err error
 					v, err = workFn(ctx)
+					return err
+				}, nil)
+				return v, err
+			}
+		},
+	}
+	for _, name := range []string{"resil", "failsafe", "eapache", "hystrix"} {
+		b.Run(name, func(b *testing.B) {
+			run(b, systems[name](b))
+		})
+	}
+}
+
+// TimeoutWaitOK: a 1s timeout, the call looks at its context's Done channel
+// and returns at once. Not one of the targets: it shows what a Timeout costs
+// a call that waits on its context (I/O), where TimeoutOK's returns without
+// looking. Its floor is Direct/withtimeoutwait.
+func BenchmarkTimeoutWaitOK(b *testing.B) {
+	ctx := context.Background()
+	systems := map[string]func(b *testing.B) func() (int, error){
+		"resil": func(*testing.B) func() (int, error) {
+			p := resil.New[int]().Timeout(timeout)
+			return func() (int, error) { return p.Run(ctx, waitFn) }
+		},
+		"failsafe": func(*testing.B) func() (int, error) {
+			fs := failsafe.With[int](fstimeout.New[int](timeout)).WithContext(ctx)
+			get := func(exec failsafe.Execution[int]) (int, error) { return waitFn(exec.Context()) }
+			return func() (int, error) { return fs.GetWithExecution(get) }
+		},
+		"eapache": func(*testing.B) func() (int, error) {
+			d := deadline.New(timeout)
+			return func() (int, error) {
+				v := 0
+				err := d.Run(func(stopper <-chan struct{}) error {
+					select {
+					case <-stopper:
+						return deadline.ErrTimedOut
+					default:
+						v = 42
+						return nil
+					}
+				})
+				return v, err
+			}
+		},
+		"hystrix": func(b *testing.B) func() (int, error) {
+			hx := hystrixCommand(b.Name(), hystrix.CommandConfig{})
+			return func() (int, error) {
+				var v int
+				err := hystrix.DoC(ctx, hx, func(ctx context.Context) error {
+					var err error
+					v, err = waitFn(ctx)
 					return err
 				}, nil)
 				return v, err
