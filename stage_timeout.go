@@ -44,7 +44,10 @@ func (s timeoutStage[T]) run(ctx context.Context, n next[T]) (T, error) {
 	at := clock() + int64(s.d)
 	if dl, ok := ctx.Deadline(); ok && int64(dl.Sub(epoch)) <= at {
 		// The caller's deadline comes first, or with this one: it is the
-		// caller's, and the caller's context already carries it.
+		// caller's, and the caller's context already carries it. (dl.Sub
+		// uses the monotonic readings; a deadline made from a wall-clock
+		// time has none and compares by the wall clock, as
+		// context.WithDeadline's own timer does.)
 		return n.run(ctx)
 	}
 	tc := &timeoutCtx{parent: ctx, at: at}
