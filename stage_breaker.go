@@ -682,38 +682,40 @@ func (p Pipeline[T]) Breaker(b *Breaker) Pipeline[T] {
 	if b == nil {
 		panic("resil: Breaker b must be non-nil, got nil")
 	}
-	return p.with(breakerStage[T]{b: b})
+	return p.with(breakerStage[T]{b: b}.compile())
 }
 
-func (s breakerStage[T]) run(ctx context.Context, n next[T]) (T, error) {
-	b := s.b
-	w := b.word.Load()
-	if BreakerState(w&3) != StateClosed {
-		return s.runSlow(ctx, n, w)
+func (s breakerStage[T]) compile() stageFunc[T] {
+	return func(ctx context.Context, n next[T]) (T, error) {
+		b := s.b
+		w := b.word.Load()
+		if BreakerState(w&3) != StateClosed {
+			return s.runSlow(ctx, n, w)
+		}
+		// Closed: nothing is held while the wrapped stages run, so a panic or
+		// Goexit needs no cleanup (and no defer is paid for).
+		var (
+			v   T
+			err error
+		)
+		switch l := n.l; { // n.run inlined: see next
+		case l != nil:
+			inner := n
+			inner.l = l.inner
+			v, err = l.run(ctx, inner)
+		case n.m == nil:
+			v, err = n.fn(ctx)
+		default:
+			v, err = n.run(ctx)
+		}
+		if err == nil {
+			b.succeedClosed(w >> 2)
+			return v, nil
+		}
+		s.failedClosed(ctx, &n, w>>2, err) // outlined: keeps this frame small
+		var zero T
+		return zero, err
 	}
-	// Closed: nothing is held while the wrapped stages run, so a panic or
-	// Goexit needs no cleanup (and no defer is paid for).
-	var (
-		v   T
-		err error
-	)
-	switch l := n.l; { // n.run inlined: see next
-	case l != nil:
-		inner := n
-		inner.l = l.inner
-		v, err = l.stage.run(ctx, inner)
-	case n.m == nil:
-		v, err = n.fn(ctx)
-	default:
-		v, err = n.run(ctx)
-	}
-	if err == nil {
-		b.succeedClosed(w >> 2)
-		return v, nil
-	}
-	s.failedClosed(ctx, &n, w>>2, err) // outlined: keeps this frame small
-	var zero T
-	return zero, err
 }
 
 // failedClosed records the error of a call admitted closed in generation

@@ -230,22 +230,24 @@ func (p Pipeline[T]) Bulkhead(b *Bulkhead) Pipeline[T] {
 	if b == nil {
 		panic("resil: Bulkhead b must be non-nil, got nil")
 	}
-	return p.with(bulkheadStage[T]{b: b})
+	return p.with(bulkheadStage[T]{b: b}.compile())
 }
 
-func (s bulkheadStage[T]) run(ctx context.Context, n next[T]) (T, error) {
-	b := s.b
-	if !b.tryAcquire() {
-		if err := b.acquireSlow(ctx); err != nil {
-			if err == ErrBulkheadFull {
-				n.emit(ctx, Event{Kind: EventRejected, Attempt: n.attempt, Err: err})
+func (s bulkheadStage[T]) compile() stageFunc[T] {
+	return func(ctx context.Context, n next[T]) (T, error) {
+		b := s.b
+		if !b.tryAcquire() {
+			if err := b.acquireSlow(ctx); err != nil {
+				if err == ErrBulkheadFull {
+					n.emit(ctx, Event{Kind: EventRejected, Attempt: n.attempt, Err: err})
+				}
+				var zero T
+				return zero, err
 			}
-			var zero T
-			return zero, err
 		}
+		// A deferred release also runs on a panic or runtime.Goexit. It is an
+		// open-coded defer: a few nanoseconds, no allocation.
+		defer b.release()
+		return n.run(ctx)
 	}
-	// A deferred release also runs on a panic or runtime.Goexit. It is an
-	// open-coded defer: a few nanoseconds, no allocation.
-	defer b.release()
-	return n.run(ctx)
 }

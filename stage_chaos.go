@@ -113,7 +113,7 @@ func (p Pipeline[T]) Chaos(policy ChaosPolicy) Pipeline[T] {
 		// is all a user needs to write down.
 		c.rng = rand.New(rand.NewPCG(policy.Seed, policy.Seed^0x9e3779b97f4a7c15))
 	}
-	return p.with(chaosStage[T]{c: c})
+	return p.with(chaosStage[T]{c: c}.compile())
 }
 
 // draw decides whether a call is delayed and whether it fails. A rate of 0
@@ -145,22 +145,24 @@ func (c *chaos) draw() (delay, fault bool) {
 	return delay, fault
 }
 
-func (s chaosStage[T]) run(ctx context.Context, n next[T]) (T, error) {
-	c := s.c
-	var zero T
-	delay, fault := c.draw()
-	if delay {
-		t := time.NewTimer(c.latency)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return zero, ctx.Err()
-		case <-t.C:
+func (s chaosStage[T]) compile() stageFunc[T] {
+	return func(ctx context.Context, n next[T]) (T, error) {
+		c := s.c
+		var zero T
+		delay, fault := c.draw()
+		if delay {
+			t := time.NewTimer(c.latency)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return zero, ctx.Err()
+			case <-t.C:
+			}
 		}
+		if fault {
+			n.emit(ctx, Event{Kind: EventRejected, Attempt: n.attempt, Err: c.fault})
+			return zero, c.fault
+		}
+		return n.run(ctx)
 	}
-	if fault {
-		n.emit(ctx, Event{Kind: EventRejected, Attempt: n.attempt, Err: c.fault})
-		return zero, c.fault
-	}
-	return n.run(ctx)
 }

@@ -17,28 +17,30 @@ func (p Pipeline[T]) Fallback(fn func(ctx context.Context, err error) (T, error)
 	if fn == nil {
 		panic("resil: Fallback fn must be non-nil, got nil")
 	}
-	return p.with(fallbackStage[T]{fn: fn})
+	return p.with(fallbackStage[T]{fn: fn}.compile())
 }
 
-func (s fallbackStage[T]) run(ctx context.Context, n next[T]) (T, error) {
-	var (
-		v   T
-		err error
-	)
-	switch l := n.l; { // n.run inlined: see next
-	case l != nil:
-		inner := n
-		inner.l = l.inner
-		v, err = l.stage.run(ctx, inner)
-	case n.m == nil:
-		v, err = n.fn(ctx)
-	default:
-		v, err = n.run(ctx)
+func (s fallbackStage[T]) compile() stageFunc[T] {
+	return func(ctx context.Context, n next[T]) (T, error) {
+		var (
+			v   T
+			err error
+		)
+		switch l := n.l; { // n.run inlined: see next
+		case l != nil:
+			inner := n
+			inner.l = l.inner
+			v, err = l.run(ctx, inner)
+		case n.m == nil:
+			v, err = n.fn(ctx)
+		default:
+			v, err = n.run(ctx)
+		}
+		if err == nil {
+			return v, nil
+		}
+		return s.fallback(ctx, &n, err)
 	}
-	if err == nil {
-		return v, nil
-	}
-	return s.fallback(ctx, &n, err)
 }
 
 // fallback handles an error of the wrapped stages: outlined, so that the

@@ -91,24 +91,26 @@ func (p Pipeline[T]) Hedge(policy HedgePolicy) Pipeline[T] {
 	if attempts < hedges { // MaxHedges == math.MaxInt
 		attempts = hedges
 	}
-	return p.with(hedgeStage[T]{delay: policy.Delay, attempts: attempts})
+	return p.with(hedgeStage[T]{delay: policy.Delay, attempts: attempts}.compile())
 }
 
-func (s hedgeStage[T]) run(ctx context.Context, n next[T]) (T, error) {
-	var zero T
-	if err := ctx.Err(); err != nil {
-		return zero, err
-	}
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= s.delay {
-		// No hedge could start before the deadline: one attempt, inline.
-		n.attempt = 1
-		v, err := n.run(ctx)
-		if err != nil && ctx.Err() != nil {
-			return zero, ctx.Err()
+func (s hedgeStage[T]) compile() stageFunc[T] {
+	return func(ctx context.Context, n next[T]) (T, error) {
+		var zero T
+		if err := ctx.Err(); err != nil {
+			return zero, err
 		}
-		return v, err
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= s.delay {
+			// No hedge could start before the deadline: one attempt, inline.
+			n.attempt = 1
+			v, err := n.run(ctx)
+			if err != nil && ctx.Err() != nil {
+				return zero, ctx.Err()
+			}
+			return v, err
+		}
+		return s.race(ctx, n)
 	}
-	return s.race(ctx, n)
 }
 
 // maxHedgeBuffer bounds the result buffer of a hedged call.

@@ -214,31 +214,33 @@ func (p Pipeline[T]) RateLimit(l *RateLimiter) Pipeline[T] {
 	if l == nil {
 		panic("resil: RateLimit l must be non-nil, got nil")
 	}
-	return p.with(rateLimitStage[T]{l: l})
+	return p.with(rateLimitStage[T]{l: l}.compile())
 }
 
-func (s rateLimitStage[T]) run(ctx context.Context, n next[T]) (T, error) {
-	l := s.l
-	now := clock()
-	maxWait := l.maxWait
-	if maxWait > 0 {
-		// No turn beyond the context's deadline: the call could not use it.
-		// time.Until saturates instead of overflowing.
-		if deadline, ok := ctx.Deadline(); ok {
-			maxWait = min(maxWait, max(int64(time.Until(deadline)), 0))
+func (s rateLimitStage[T]) compile() stageFunc[T] {
+	return func(ctx context.Context, n next[T]) (T, error) {
+		l := s.l
+		now := clock()
+		maxWait := l.maxWait
+		if maxWait > 0 {
+			// No turn beyond the context's deadline: the call could not use it.
+			// time.Until saturates instead of overflowing.
+			if deadline, ok := ctx.Deadline(); ok {
+				maxWait = min(maxWait, max(int64(time.Until(deadline)), 0))
+			}
 		}
-	}
-	now, wait, ok := l.admit(now, maxWait)
-	if !ok {
-		return s.reject(ctx, n, wait)
-	}
-	if wait > 0 {
-		if err := s.await(ctx, now, wait); err != nil {
-			var zero T
-			return zero, err
+		now, wait, ok := l.admit(now, maxWait)
+		if !ok {
+			return s.reject(ctx, n, wait)
 		}
+		if wait > 0 {
+			if err := s.await(ctx, now, wait); err != nil {
+				var zero T
+				return zero, err
+			}
+		}
+		return n.run(ctx)
 	}
-	return n.run(ctx)
 }
 
 // reject is outlined: it allocates the error, which the passing path never

@@ -129,7 +129,7 @@ func (p Pipeline[T]) Retry(policy RetryPolicy) Pipeline[T] {
 		rp.retryIf = IsTransient
 		rp.defaultIf = true
 	}
-	return p.with(retryStage[T]{p: rp})
+	return p.with(retryStage[T]{p: rp}.compile())
 }
 
 // retryable reports whether err may be retried: marks first, then RetryIf.
@@ -146,40 +146,42 @@ func (p *retryPolicy) retryable(err error) bool {
 	return p.retryIf(err)
 }
 
-// run makes the first attempt and returns on success; retries happen in
-// retry. The split keeps the path of a call that succeeds at once small: no
-// timer, no loop state, a small frame.
-func (s retryStage[T]) run(ctx context.Context, n next[T]) (T, error) {
-	if err := ctx.Err(); err != nil {
-		var zero T
-		return zero, err
+// compile returns the stage's run, which makes the first attempt and
+// returns on success; retries happen in retry. The split keeps the path of a
+// call that succeeds at once small: no timer, no loop state, a small frame.
+func (s retryStage[T]) compile() stageFunc[T] {
+	return func(ctx context.Context, n next[T]) (T, error) {
+		if err := ctx.Err(); err != nil {
+			var zero T
+			return zero, err
+		}
+		var start int64 // when the first attempt started; read only if needed
+		if s.p.maxElapsed > 0 {
+			start = clock()
+		}
+		if s.p.budget != nil {
+			s.p.budget.deposit() // a call is one run of this stage
+		}
+		n.attempt = 1
+		var (
+			v   T
+			err error
+		)
+		switch l := n.l; { // n.run inlined: see next
+		case l != nil:
+			inner := n
+			inner.l = l.inner
+			v, err = l.run(ctx, inner)
+		case n.m == nil:
+			v, err = n.fn(ctx)
+		default:
+			v, err = n.run(ctx)
+		}
+		if err == nil {
+			return v, nil
+		}
+		return s.retry(ctx, n, start, err) // v is dropped: see next
 	}
-	var start int64 // when the first attempt started; read only if needed
-	if s.p.maxElapsed > 0 {
-		start = clock()
-	}
-	if s.p.budget != nil {
-		s.p.budget.deposit() // a call is one run of this stage
-	}
-	n.attempt = 1
-	var (
-		v   T
-		err error
-	)
-	switch l := n.l; { // n.run inlined: see next
-	case l != nil:
-		inner := n
-		inner.l = l.inner
-		v, err = l.stage.run(ctx, inner)
-	case n.m == nil:
-		v, err = n.fn(ctx)
-	default:
-		v, err = n.run(ctx)
-	}
-	if err == nil {
-		return v, nil
-	}
-	return s.retry(ctx, n, start, err) // v is dropped: see next
 }
 
 // retry goes on after the first attempt failed with err: it decides, waits

@@ -37,31 +37,33 @@ func (p Pipeline[T]) Timeout(d time.Duration) Pipeline[T] {
 	if d <= 0 {
 		panic("resil: Timeout d must be > 0, got " + d.String())
 	}
-	return p.with(timeoutStage[T]{d: d})
+	return p.with(timeoutStage[T]{d: d}.compile())
 }
 
-func (s timeoutStage[T]) run(ctx context.Context, n next[T]) (T, error) {
-	at := clock() + int64(s.d)
-	if dl, ok := ctx.Deadline(); ok && int64(dl.Sub(epoch)) <= at {
-		// The caller's deadline comes first, or with this one: it is the
-		// caller's, and the caller's context already carries it. (dl.Sub
-		// uses the monotonic readings; a deadline made from a wall-clock
-		// time has none and compares by the wall clock, as
-		// context.WithDeadline's own timer does.)
-		return n.run(ctx)
+func (s timeoutStage[T]) compile() stageFunc[T] {
+	return func(ctx context.Context, n next[T]) (T, error) {
+		at := clock() + int64(s.d)
+		if dl, ok := ctx.Deadline(); ok && int64(dl.Sub(epoch)) <= at {
+			// The caller's deadline comes first, or with this one: it is the
+			// caller's, and the caller's context already carries it. (dl.Sub
+			// uses the monotonic readings; a deadline made from a wall-clock
+			// time has none and compares by the wall clock, as
+			// context.WithDeadline's own timer does.)
+			return n.run(ctx)
+		}
+		tc := &timeoutCtx{parent: ctx, at: at}
+		defer tc.release() // also on a panic or Goexit: no timer outlives Run
+		v, err := n.run(tc)
+		if err == nil || tc.Err() != context.DeadlineExceeded {
+			return v, err
+		}
+		// The caller's deadline, if any, is later than this one (see above), so
+		// the deadline that passed is this stage's.
+		err = &timeoutError{d: s.d, err: err}
+		n.emit(ctx, Event{Kind: EventTimeout, Attempt: n.attempt, Err: err})
+		var zero T
+		return zero, err
 	}
-	tc := &timeoutCtx{parent: ctx, at: at}
-	defer tc.release() // also on a panic or Goexit: no timer outlives Run
-	v, err := n.run(tc)
-	if err == nil || tc.Err() != context.DeadlineExceeded {
-		return v, err
-	}
-	// The caller's deadline, if any, is later than this one (see above), so
-	// the deadline that passed is this stage's.
-	err = &timeoutError{d: s.d, err: err}
-	n.emit(ctx, Event{Kind: EventTimeout, Attempt: n.attempt, Err: err})
-	var zero T
-	return zero, err
 }
 
 // timeoutCtx is the context a Timeout stage gives the stages it wraps: the
