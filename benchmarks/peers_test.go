@@ -330,20 +330,57 @@ func BenchmarkBreakerOpen(b *testing.B) {
 }
 
 // TimeoutOK: a 1s timeout, the call returns at once.
-func BenchmarkTimeoutOK(b *testing.B) {
+func BenchmarkTimeoutOK(b *testing.B) { benchTimeout(b, false) }
+
+// TimeoutWaitOK: a 1s timeout, the call looks at its context's Done channel
+// (or the system's own signal) and returns at once. Not one of the targets:
+// it shows what a Timeout costs a call that waits on its context (I/O),
+// where TimeoutOK's returns without looking. Its floor is
+// Direct/withtimeoutwait.
+func BenchmarkTimeoutWaitOK(b *testing.B) { benchTimeout(b, true) }
+
+// benchTimeout runs a 1s timeout around the work on each system; with
+// watch, the work looks at the timeout's signal first (waitFn).
+func benchTimeout(b *testing.B, watch bool) {
 	ctx := context.Background()
+	work := workFn
+	if watch {
+		work = waitFn
+	}
 	systems := map[string]func(b *testing.B) func() (int, error){
 		"resil": func(*testing.B) func() (int, error) {
 			p := resil.New[int]().Timeout(timeout)
-			return func() (int, error) { return p.Run(ctx, workFn) }
+			return func() (int, error) { return p.Run(ctx, work) }
 		},
 		"failsafe": func(*testing.B) func() (int, error) {
-			fs := failsafe.With[int](fstimeout.New[int](timeout))
-			get := func() (int, error) { return workFn(ctx) }
-			return func() (int, error) { return fs.Get(get) }
+			if !watch {
+				fs := failsafe.With[int](fstimeout.New[int](timeout))
+				get := func() (int, error) { return work(ctx) }
+				return func() (int, error) { return fs.Get(get) }
+			}
+			// The attempt's context is the execution's.
+			fs := failsafe.With[int](fstimeout.New[int](timeout)).WithContext(ctx)
+			get := func(exec failsafe.Execution[int]) (int, error) { return work(exec.Context()) }
+			return func() (int, error) { return fs.GetWithExecution(get) }
 		},
 		"eapache": func(*testing.B) func() (int, error) {
+			// eapache's timeout signal is a channel, not a context.
 			d := deadline.New(timeout)
+			if watch {
+				return func() (int, error) {
+					v := 0
+					err := d.Run(func(stopper <-chan struct{}) error {
+						select {
+						case <-stopper:
+							return deadline.ErrTimedOut
+						default:
+							v = 42
+							return nil
+						}
+					})
+					return v, err
+				}
+			}
 			return func() (int, error) {
 				var v int
 				err := d.Run(func(<-chan struct{}) error {
@@ -362,59 +399,7 @@ func BenchmarkTimeoutOK(b *testing.B) {
 				var v int
 				err := hystrix.DoC(ctx, hx, func(ctx context.Context) error {
 					var err error
-					v, err = workFn(ctx)
-					return err
-				}, nil)
-				return v, err
-			}
-		},
-	}
-	for _, name := range []string{"resil", "failsafe", "eapache", "hystrix"} {
-		b.Run(name, func(b *testing.B) {
-			run(b, systems[name](b))
-		})
-	}
-}
-
-// TimeoutWaitOK: a 1s timeout, the call looks at its context's Done channel
-// and returns at once. Not one of the targets: it shows what a Timeout costs
-// a call that waits on its context (I/O), where TimeoutOK's returns without
-// looking. Its floor is Direct/withtimeoutwait.
-func BenchmarkTimeoutWaitOK(b *testing.B) {
-	ctx := context.Background()
-	systems := map[string]func(b *testing.B) func() (int, error){
-		"resil": func(*testing.B) func() (int, error) {
-			p := resil.New[int]().Timeout(timeout)
-			return func() (int, error) { return p.Run(ctx, waitFn) }
-		},
-		"failsafe": func(*testing.B) func() (int, error) {
-			fs := failsafe.With[int](fstimeout.New[int](timeout)).WithContext(ctx)
-			get := func(exec failsafe.Execution[int]) (int, error) { return waitFn(exec.Context()) }
-			return func() (int, error) { return fs.GetWithExecution(get) }
-		},
-		"eapache": func(*testing.B) func() (int, error) {
-			d := deadline.New(timeout)
-			return func() (int, error) {
-				v := 0
-				err := d.Run(func(stopper <-chan struct{}) error {
-					select {
-					case <-stopper:
-						return deadline.ErrTimedOut
-					default:
-						v = 42
-						return nil
-					}
-				})
-				return v, err
-			}
-		},
-		"hystrix": func(b *testing.B) func() (int, error) {
-			hx := hystrixCommand(b.Name(), hystrix.CommandConfig{})
-			return func() (int, error) {
-				var v int
-				err := hystrix.DoC(ctx, hx, func(ctx context.Context) error {
-					var err error
-					v, err = waitFn(ctx)
+					v, err = work(ctx)
 					return err
 				}, nil)
 				return v, err
