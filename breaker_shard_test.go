@@ -37,18 +37,8 @@ func transitionTo(b *Breaker, to BreakerState) uint64 {
 
 func TestBreakerShardsCountEverySuccess(t *testing.T) {
 	b := NewBreaker(BreakerPolicy{})
-	const goroutines, each = 8, 5000
-	var wg sync.WaitGroup
-	for range goroutines {
-		wg.Go(func() {
-			for range each {
-				b.succeedClosed(0)
-			}
-		})
-	}
-	wg.Wait()
-	assert.Equal(t, uint64(goroutines*each), foldedSuccesses(b))
-	assert.Equal(t, uint64(goroutines*each), foldedSuccesses(b), "a second fold adds nothing")
+	succeedConcurrently(t, b)
+	assert.Equal(t, uint64(8*5000), foldedSuccesses(b), "a second fold adds nothing")
 }
 
 func TestBreakerShardsDropStaleSuccesses(t *testing.T) {
@@ -104,6 +94,13 @@ func TestBreakerCountsSuccessesWhenGOMAXPROCSGrows(t *testing.T) {
 	b := NewBreaker(BreakerPolicy{})
 	require.Len(t, b.shards, 1)
 	runtime.GOMAXPROCS(4) // Ps 1-3 have no shard: their successes spill
+	succeedConcurrently(t, b)
+}
+
+// succeedConcurrently counts 8 x 5000 successes on b from 8 goroutines and
+// checks that a fold finds every one of them.
+func succeedConcurrently(t *testing.T, b *Breaker) {
+	t.Helper()
 	const goroutines, each = 8, 5000
 	var wg sync.WaitGroup
 	for range goroutines {
