@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/bits"
 	"math/rand/v2"
 	"sync/atomic"
 	"testing"
@@ -326,7 +327,7 @@ func TestBreakerModelBurstThenTrickle(t *testing.T) {
 		p := New[int]().Breaker(b)
 		ok := func(context.Context) (int, error) { return 1, nil }
 		bad := func(context.Context) (int, error) { return 0, errModelFail }
-		for range 255 { // 1+2+4+...+128: folds at once, the batch grows to its cap
+		for range 2*maxBatch - 1 { // 1+2+4+...+maxBatch/2: folds at once, the batch grows to its cap
 			_, _ = p.Run(context.Background(), ok)
 		}
 		time.Sleep(5 * time.Second)
@@ -368,7 +369,16 @@ func TestBreakerWindowPrecision(t *testing.T) {
 			// Success probe.
 			b := NewBreaker(BreakerPolicy{FailureRatio: 1, MinCalls: 1, Window: window})
 			p := New[int]().Breaker(b)
-			for range rng.IntN(300) {
+			var burst int
+			switch i % 4 {
+			case 0: // 1+2+4+...: the last success completes a batch, up to past the cap
+				burst = 1<<rng.IntN(bits.Len(2*maxBatch)) - 1
+			case 1: // up to past the batch's cap
+				burst = rng.IntN(2*maxBatch + 100)
+			default:
+				burst = rng.IntN(300)
+			}
+			for range burst {
 				_, _ = p.Run(context.Background(), ok)
 			}
 			pause := gap(window / 5) // up to 4 buckets after the last fold

@@ -93,8 +93,8 @@ func (s BreakerState) String() string {
 }
 
 const (
-	windowBuckets = 20 // the window is kept in buckets of Window/20
-	maxBatch      = 64 // most successes a per-P counter collects unfolded
+	windowBuckets = 20  // the window is kept in buckets of Window/20
+	maxBatch      = 512 // most successes a per-P counter collects unfolded
 	cacheLine     = 128
 )
 
@@ -110,7 +110,7 @@ const (
 // (read-modify-write) memory operation on a success: a success is added to
 // a counter that only the P (the scheduler's CPU slot) running the call
 // writes, and the counters are folded into the window by the next failure,
-// or once a counter holds a batch of successes. The batch grows (up to 64)
+// or once a counter holds a batch of successes. The batch grows (up to 512)
 // only while folds come less than a quarter bucket apart, and shrinks to 1
 // when traffic slows, so at low rates every success is timed exactly. Only
 // the first success a P counts after a fold reads the clock (one read per
@@ -123,7 +123,7 @@ const (
 // (its bucket). A success is dated at the first unfolded success on its P:
 // in steady traffic, where a batch fills within a quarter bucket, it leaves
 // the window at most Window/10 early. When traffic falls sharply, the
-// successes a P still holds unfolded (fewer than the batch, so at most 63
+// successes a P still holds unfolded (fewer than the batch, so at most 511
 // per P) and those it counts until its batch fills or a failure folds carry
 // the date of the first of them: early by up to the pause. A failure folds
 // everything first, so a success is never dated before the last failure
@@ -685,6 +685,7 @@ func (p Pipeline[T]) Breaker(b *Breaker) Pipeline[T] {
 	return p.with(breakerStage[T]{b: b}.compile())
 }
 
+//go:noinline // see stageFunc
 func (s breakerStage[T]) compile() stageFunc[T] {
 	return func(ctx context.Context, n next[T]) (T, error) {
 		b := s.b

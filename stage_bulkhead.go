@@ -233,6 +233,7 @@ func (p Pipeline[T]) Bulkhead(b *Bulkhead) Pipeline[T] {
 	return p.with(bulkheadStage[T]{b: b}.compile())
 }
 
+//go:noinline // see stageFunc
 func (s bulkheadStage[T]) compile() stageFunc[T] {
 	return func(ctx context.Context, n next[T]) (T, error) {
 		b := s.b

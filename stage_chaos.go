@@ -145,6 +145,7 @@ func (c *chaos) draw() (delay, fault bool) {
 	return delay, fault
 }
 
+//go:noinline // see stageFunc
 func (s chaosStage[T]) compile() stageFunc[T] {
 	return func(ctx context.Context, n next[T]) (T, error) {
 		c := s.c

@@ -20,6 +20,7 @@ func (p Pipeline[T]) Fallback(fn func(ctx context.Context, err error) (T, error)
 	return p.with(fallbackStage[T]{fn: fn}.compile())
 }
 
+//go:noinline // see stageFunc
 func (s fallbackStage[T]) compile() stageFunc[T] {
 	return func(ctx context.Context, n next[T]) (T, error) {
 		var (

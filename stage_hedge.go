@@ -94,6 +94,7 @@ func (p Pipeline[T]) Hedge(policy HedgePolicy) Pipeline[T] {
 	return p.with(hedgeStage[T]{delay: policy.Delay, attempts: attempts}.compile())
 }
 
+//go:noinline // see stageFunc
 func (s hedgeStage[T]) compile() stageFunc[T] {
 	return func(ctx context.Context, n next[T]) (T, error) {
 		var zero T

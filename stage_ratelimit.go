@@ -217,6 +217,7 @@ func (p Pipeline[T]) RateLimit(l *RateLimiter) Pipeline[T] {
 	return p.with(rateLimitStage[T]{l: l}.compile())
 }
 
+//go:noinline // see stageFunc
 func (s rateLimitStage[T]) compile() stageFunc[T] {
 	return func(ctx context.Context, n next[T]) (T, error) {
 		l := s.l

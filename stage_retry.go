@@ -149,6 +149,8 @@ func (p *retryPolicy) retryable(err error) bool {
 // compile returns the stage's run, which makes the first attempt and
 // returns on success; retries happen in retry. The split keeps the path of a
 // call that succeeds at once small: no timer, no loop state, a small frame.
+//
+//go:noinline // see stageFunc
 func (s retryStage[T]) compile() stageFunc[T] {
 	return func(ctx context.Context, n next[T]) (T, error) {
 		if err := ctx.Err(); err != nil {

@@ -40,6 +40,7 @@ func (p Pipeline[T]) Timeout(d time.Duration) Pipeline[T] {
 	return p.with(timeoutStage[T]{d: d}.compile())
 }
 
+//go:noinline // see stageFunc
 func (s timeoutStage[T]) compile() stageFunc[T] {
 	return func(ctx context.Context, n next[T]) (T, error) {
 		at := clock() + int64(s.d)
