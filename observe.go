@@ -126,3 +126,42 @@ func (p Pipeline[T]) Observe(o Observer) Pipeline[T] {
 	p.meta = &m
 	return p
 }
+
+// MultiObserver returns an Observer that passes each event to every one of
+// obs, in the order given, synchronously on the goroutine that reports it:
+// a pipeline has one observer (Observe replaces it), and this is how it
+// reports to several, such as SlogObserver and a metrics observer. Nil
+// entries are skipped, and a MultiObserver among obs is flattened into the
+// new one. With no non-nil entry the result is nil, which Observe takes as
+// no observer (so the pipeline pays nothing for events); with one, it is
+// that observer itself. A panic in one observer propagates as it would from
+// a single observer, and the observers after it do not see that event.
+func MultiObserver(obs ...Observer) Observer {
+	var all multiObserver
+	for _, o := range obs {
+		switch o := o.(type) {
+		case nil:
+		case multiObserver:
+			all = append(all, o...)
+		default:
+			all = append(all, o)
+		}
+	}
+	switch len(all) {
+	case 0:
+		return nil
+	case 1:
+		return all[0]
+	}
+	return all
+}
+
+// multiObserver is what MultiObserver returns for two or more observers.
+// It is never modified after MultiObserver builds it.
+type multiObserver []Observer
+
+func (m multiObserver) Observe(ctx context.Context, e Event) {
+	for _, o := range m {
+		o.Observe(ctx, e)
+	}
+}

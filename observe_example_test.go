@@ -65,3 +65,37 @@ func ExampleSlogObserver() {
 	// level=WARN msg="resil retry" pipeline=prices event=retry attempt=1 delay=0s error=503
 	// level=ERROR msg="resil failure" pipeline=prices event=failure error="resil: gave up after 2 attempts: 503"
 }
+
+// countingObserver counts the events of each kind, as a metrics observer
+// would.
+type countingObserver map[resil.EventKind]int
+
+func (c countingObserver) Observe(_ context.Context, e resil.Event) { c[e.Kind]++ }
+
+// A pipeline has one observer; MultiObserver lets it report to several:
+// here a printer and a counter.
+func ExampleMultiObserver() {
+	counts := countingObserver{}
+	p := resil.New[int]().
+		Retry(resil.RetryPolicy{MaxAttempts: 2, Backoff: resil.Constant(0)}).
+		Named("stock").
+		Observe(resil.MultiObserver(eventPrinter{}, counts))
+
+	calls := 0
+	v, err := p.Run(context.Background(), func(context.Context) (int, error) {
+		calls++
+		if calls == 1 {
+			return 0, resil.Transient(errors.New("timeout"))
+		}
+		return 12, nil
+	})
+	fmt.Println(v, err)
+	fmt.Println("attempts:", counts[resil.EventAttempt], "retries:", counts[resil.EventRetry])
+	// Output:
+	// stock attempt attempt=1 err=<nil>
+	// stock retry attempt=1 err=timeout
+	// stock attempt attempt=2 err=<nil>
+	// stock success attempt=0 err=<nil>
+	// 12 <nil>
+	// attempts: 2 retries: 1
+}

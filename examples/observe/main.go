@@ -70,7 +70,7 @@ func run(w io.Writer, verbose bool, seed uint64, calls int) {
 			return 9.99, nil // the last price we knew
 		}).
 		Named("prices").
-		Observe(tee{resil.SlogObserver(logger), counts})
+		Observe(resil.MultiObserver(resil.SlogObserver(logger), counts))
 
 	for i := 1; i <= calls; i++ {
 		price, err := prices.Run(context.Background(), dep.price)
@@ -113,15 +113,6 @@ func (f *flaky) price(ctx context.Context) (float64, error) {
 		return 0, errUnavailable
 	}
 	return 12.5, nil
-}
-
-// tee reports every event to each of its observers in turn.
-type tee []resil.Observer
-
-func (t tee) Observe(ctx context.Context, e resil.Event) {
-	for _, o := range t {
-		o.Observe(ctx, e)
-	}
 }
 
 // counter is an Observer that counts events by kind, and calls by outcome
