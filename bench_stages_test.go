@@ -2,6 +2,7 @@ package resil_test
 
 import (
 	"context"
+	"math"
 	"testing"
 	"time"
 
@@ -61,7 +62,7 @@ func BenchmarkBulkheadRejected(b *testing.B) {
 // BenchmarkRateLimit: a call that finds a token (the fast path).
 func BenchmarkRateLimit(b *testing.B) {
 	b.ReportAllocs()
-	p := resil.New[int]().RateLimit(resil.NewRateLimiter(resil.RateLimitPolicy{Rate: 1e9, Burst: 1 << 40}))
+	p := resil.New[int]().RateLimit(resil.NewRateLimiter(resil.RateLimitPolicy{Rate: 1e9, Burst: min(1<<40, math.MaxInt)}))
 	ctx := context.Background()
 	for b.Loop() {
 		_, _ = p.Run(ctx, passFn)
@@ -71,7 +72,7 @@ func BenchmarkRateLimit(b *testing.B) {
 // BenchmarkRateLimitParallel: every P takes tokens from one limiter.
 func BenchmarkRateLimitParallel(b *testing.B) {
 	b.ReportAllocs()
-	p := resil.New[int]().RateLimit(resil.NewRateLimiter(resil.RateLimitPolicy{Rate: 1e9, Burst: 1 << 40}))
+	p := resil.New[int]().RateLimit(resil.NewRateLimiter(resil.RateLimitPolicy{Rate: 1e9, Burst: min(1<<40, math.MaxInt)}))
 	ctx := context.Background()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {

@@ -92,7 +92,9 @@ func TestBreakerShardCountWraps(t *testing.T) {
 func TestBreakerCountsSuccessesWhenGOMAXPROCSGrows(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	b := NewBreaker(BreakerPolicy{})
-	require.Len(t, b.shards, 1)
+	if wordAtomic { // 32-bit platforms have no shards: every success spills
+		require.Len(t, b.shards, 1)
+	}
 	runtime.GOMAXPROCS(4) // Ps 1-3 have no shard: their successes spill
 	succeedConcurrently(t, b)
 }

@@ -181,8 +181,9 @@ type Breaker struct {
 // word (the Go memory model guarantees that such a read returns a value that
 // was written, never a torn one; on 32-bit platforms, where it is two
 // words, the shards are not used and every success goes to spill). The
-// writer is marked go:norace so that the race detector, which cannot know
-// this, checks everything else.
+// race detector cannot know this: succeedClosed is marked go:norace, and
+// shard.count, its common case, uses atomic operations in race builds, so
+// that the detector checks everything else.
 //
 // A count belongs to the generation in its tag: the owner restarts the
 // count at 1 when a call admitted in a newer generation succeeds, and drops
@@ -344,6 +345,39 @@ func (b *Breaker) succeedClosed(gen uint64) {
 	case pending >= b.batch.Load():
 		b.foldAt(gen, clock(), pid)
 	}
+}
+
+// count is the common case of succeedClosed, small enough to be inlined
+// into the stage: called by the goroutine pinned to the shard's P
+// (procPin), it counts a success of generation gen and reports true, when
+// the shard already counts gen and the success is neither the shard's first
+// unfolded one (which must be dated) nor one that fills its batch of batch
+// (which must fold). Otherwise it changes nothing and reports false, and
+// the caller, once unpinned, calls succeedClosed.
+//
+// It reads and writes w as succeedClosed does, plainly (see shard); with
+// atomic operations under the race detector, which cannot know that only
+// the pinned owner writes w.
+func (sh *shard) count(gen, batch uint32) bool {
+	var w uint64
+	if raceEnabled {
+		w = atomic.LoadUint64(&sh.w)
+	} else {
+		w = sh.w
+	}
+	if uint32(w>>32) != gen {
+		return false
+	}
+	n := uint32(w) + 1
+	if pending := n - sh.folded.Load(); pending == 1 || pending >= batch {
+		return false
+	}
+	if raceEnabled {
+		atomic.StoreUint64(&sh.w, w&^math.MaxUint32|uint64(n))
+	} else {
+		sh.w = w&^math.MaxUint32 | uint64(n)
+	}
+	return true
 }
 
 // succeedSpill is succeedClosed for a P without a shard: a
@@ -710,7 +744,13 @@ func (s breakerStage[T]) compile() stageFunc[T] {
 			v, err = n.run(ctx)
 		}
 		if err == nil {
-			b.succeedClosed(w >> 2)
+			// succeedClosed, its common case inlined: a call less.
+			shards, pid := b.shards, procPin()
+			ok := uint(pid) < uint(len(shards)) && shards[pid].count(uint32(w>>2), b.batch.Load())
+			procUnpin()
+			if !ok {
+				b.succeedClosed(w >> 2)
+			}
 			return v, nil
 		}
 		s.failedClosed(ctx, &n, w>>2, err) // outlined: keeps this frame small

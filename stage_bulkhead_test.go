@@ -3,6 +3,7 @@ package resil_test
 import (
 	"context"
 	"errors"
+	"math"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -23,7 +24,7 @@ func TestBulkheadPolicyValidate(t *testing.T) {
 	}{
 		{"zero", resil.BulkheadPolicy{}, ""},
 		{"all set", resil.BulkheadPolicy{MaxConcurrent: 3, MaxWait: time.Second}, ""},
-		{"beyond int32", resil.BulkheadPolicy{MaxConcurrent: 1 << 40}, ""},
+		{"beyond int32 where int has 64 bits", resil.BulkheadPolicy{MaxConcurrent: min(1<<40, math.MaxInt)}, ""},
 		{"negative max concurrent", resil.BulkheadPolicy{MaxConcurrent: -1}, "resil: BulkheadPolicy.MaxConcurrent must be >= 0, got -1"},
 		{"negative max wait", resil.BulkheadPolicy{MaxWait: -time.Second}, "resil: BulkheadPolicy.MaxWait must be >= 0, got -1s"},
 	}

@@ -33,7 +33,7 @@ func TestRateLimitPolicyValidate(t *testing.T) {
 		want   string // "" means valid
 	}{
 		{"rate only", resil.RateLimitPolicy{Rate: 1}, ""},
-		{"all set", resil.RateLimitPolicy{Rate: 0.001, Burst: 1 << 40, MaxWait: time.Hour}, ""},
+		{"all set", resil.RateLimitPolicy{Rate: 0.001, Burst: min(1<<40, math.MaxInt), MaxWait: time.Hour}, ""},
 		{"huge rate", resil.RateLimitPolicy{Rate: math.MaxFloat64}, ""},
 		{"zero rate", resil.RateLimitPolicy{}, "resil: RateLimitPolicy.Rate must be > 0 and finite, got 0"},
 		{"negative rate", resil.RateLimitPolicy{Rate: -2.5}, "resil: RateLimitPolicy.Rate must be > 0 and finite, got -2.5"},
@@ -353,7 +353,7 @@ func TestRateLimitErrors(t *testing.T) {
 }
 
 func TestRateLimitAllocs(t *testing.T) {
-	l := resil.NewRateLimiter(resil.RateLimitPolicy{Rate: 1e9, Burst: 1 << 40})
+	l := resil.NewRateLimiter(resil.RateLimitPolicy{Rate: 1e9, Burst: min(1<<40, math.MaxInt)})
 	p := resil.New[int]().RateLimit(l)
 	ctx := context.Background()
 	allocs := testing.AllocsPerRun(1000, func() {

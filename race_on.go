@@ -1,0 +1,6 @@
+//go:build race
+
+package resil
+
+// raceEnabled reports whether the race detector is on (see shard.count).
+const raceEnabled = true
