@@ -16,22 +16,18 @@ import (
 //	New[T]().Timeout(t).Retry(r).Breaker(b).Fallback(f)
 //	runs as Fallback(Breaker(Retry(Timeout(fn))))
 type Pipeline[T any] struct {
-	outer *link[T] // the outermost stage; nil for the empty pipeline
-	meta  *meta    // the name and observer events go to; nil when neither is set
+	outer stageFunc[T] // the outermost stage; nil for the empty pipeline
+	meta  *meta        // the name and observer events go to; nil when neither is set
 }
 
-// link is one stage of a chain and the stages it wraps.
-type link[T any] struct {
-	run   stageFunc[T]
-	inner *link[T] // nil: the stage wraps fn itself
-}
-
-// stageFunc runs one stage of a call. It receives the rest of the chain by
-// value (next), so nothing a call needs is allocated: the chain is built once
-// and every call's state lives on Run's stack.
+// stageFunc runs one stage of a call, and through it the stages it wraps.
+// What a call carries through the chain comes by value (next), so nothing a
+// call needs is allocated: the chain is built once and every call's state
+// lives on Run's stack.
 //
 // Each stage type has a method compile that returns its stageFunc: a closure over
-// the stage's settings whose body is the stage's code. A closure call costs
+// the stage's settings and the stageFunc of the stages it wraps (inner, nil
+// when it wraps fn itself), whose body is the stage's code. A closure call costs
 // less than a method call through an interface on a generic type, which Go
 // makes through a wrapper that passes the type's dictionary: about 4 ns per
 // stage on the hot path. compile is marked go:noinline: a closure built in
@@ -46,10 +42,10 @@ type meta struct {
 	obs  Observer
 }
 
-// next is the part of the chain a stage wraps, plus what a call carries
-// through it. It is passed by value.
+// next is what a call carries through the chain. It is passed by value,
+// and has at most four fields so that the compiler can keep it in
+// registers.
 type next[T any] struct {
-	l       *link[T]
 	fn      func(context.Context) (T, error)
 	m       *meta // non-nil only while an observer listens
 	start   int64 // when Run started, in clock() time; 0 unless observed
@@ -60,9 +56,10 @@ type next[T any] struct {
 // context. Add stages with the methods of Pipeline.
 func New[T any]() Pipeline[T] { return Pipeline[T]{} }
 
-// with returns p with s as its new outermost stage.
+// with returns p with run, which wraps p.outer, as its new outermost
+// stage.
 func (p Pipeline[T]) with(run stageFunc[T]) Pipeline[T] {
-	return Pipeline[T]{outer: &link[T]{run: run, inner: p.outer}, meta: p.meta}
+	return Pipeline[T]{outer: run, meta: p.meta}
 }
 
 // Run calls fn through every stage of p, outermost first, and returns what
@@ -87,7 +84,7 @@ func (p Pipeline[T]) Run(ctx context.Context, fn func(context.Context) (T, error
 			}
 			return v, nil
 		}
-		return p.outer.run(ctx, next[T]{l: p.outer.inner, fn: fn})
+		return p.outer(ctx, next[T]{fn: fn})
 	}
 	return p.runObserved(ctx, fn)
 }
@@ -101,12 +98,7 @@ func (p Pipeline[T]) runObserved(ctx context.Context, fn func(context.Context) (
 		v   T
 		err error
 	)
-	if p.outer == nil {
-		v, err = n.run(ctx)
-	} else {
-		n.l = p.outer.inner
-		v, err = p.outer.run(ctx, n)
-	}
+	v, err = n.run(ctx, p.outer)
 	if err != nil {
 		n.emit(ctx, Event{Kind: EventFailure, Err: err})
 	} else {
@@ -121,12 +113,11 @@ func (p Pipeline[T]) runObserved(ctx context.Context, fn func(context.Context) (
 // it costs, per stage. A stage that calls fn this way must not return the
 // value that comes with an error (run returns T's zero value instead).
 
-// run runs the rest of the chain: the next stage inward, or fn.
-func (n next[T]) run(ctx context.Context) (T, error) {
-	if n.l != nil {
-		l := n.l
-		n.l = l.inner
-		return l.run(ctx, n)
+// run runs the rest of the chain: inner, the stages a stage wraps, or fn
+// when inner is nil.
+func (n next[T]) run(ctx context.Context, inner stageFunc[T]) (T, error) {
+	if inner != nil {
+		return inner(ctx, n)
 	}
 	if n.m != nil {
 		n.emit(ctx, Event{Kind: EventAttempt, Attempt: n.attemptNo()})

@@ -703,7 +703,10 @@ func floorMod(a, b int64) int64 {
 	return m
 }
 
-type breakerStage[T any] struct{ b *Breaker }
+type breakerStage[T any] struct {
+	b     *Breaker
+	inner stageFunc[T] // the stages it wraps; nil: fn itself
+}
 
 // Breaker returns a pipeline in which b guards the stages added before it:
 // while b is open, calls fail at once with ErrBreakerOpen and the wrapped
@@ -716,7 +719,7 @@ func (p Pipeline[T]) Breaker(b *Breaker) Pipeline[T] {
 	if b == nil {
 		panic("resil: Breaker b must be non-nil, got nil")
 	}
-	return p.with(breakerStage[T]{b: b}.compile())
+	return p.with(breakerStage[T]{b: b, inner: p.outer}.compile())
 }
 
 //go:noinline // see stageFunc
@@ -733,15 +736,13 @@ func (s breakerStage[T]) compile() stageFunc[T] {
 			v   T
 			err error
 		)
-		switch l := n.l; { // n.run inlined: see next
-		case l != nil:
-			inner := n
-			inner.l = l.inner
-			v, err = l.run(ctx, inner)
+		switch { // n.run inlined: see next
+		case s.inner != nil:
+			v, err = s.inner(ctx, n)
 		case n.m == nil:
 			v, err = n.fn(ctx)
 		default:
-			v, err = n.run(ctx)
+			v, err = n.run(ctx, s.inner)
 		}
 		if err == nil {
 			// succeedClosed, its common case inlined: a call less.
@@ -785,7 +786,7 @@ func (s breakerStage[T]) runSlow(ctx context.Context, n next[T], w uint64) (T, e
 		return zero, ErrBreakerOpen
 	}
 	if !t.trial {
-		v, err := n.run(ctx)
+		v, err := n.run(ctx, s.inner)
 		if err == nil {
 			b.succeedClosed(t.gen)
 			return v, nil
@@ -814,7 +815,7 @@ func (s breakerStage[T]) runTrial(ctx context.Context, n next[T], gen uint64, tr
 	if changed {
 		n.emitChange(ctx, tr)
 	}
-	v, err = n.run(ctx)
+	v, err = n.run(ctx, s.inner)
 	settled = true
 	o := success
 	if err != nil {

@@ -211,7 +211,10 @@ func (b *Bulkhead) unlink(w *waiter) {
 	w.prev, w.next = nil, nil
 }
 
-type bulkheadStage[T any] struct{ b *Bulkhead }
+type bulkheadStage[T any] struct {
+	b     *Bulkhead
+	inner stageFunc[T] // the stages it wraps; nil: fn itself
+}
 
 // Bulkhead returns a pipeline that lets at most b's MaxConcurrent calls run
 // in the stages added before it at once, across every pipeline that shares
@@ -230,7 +233,7 @@ func (p Pipeline[T]) Bulkhead(b *Bulkhead) Pipeline[T] {
 	if b == nil {
 		panic("resil: Bulkhead b must be non-nil, got nil")
 	}
-	return p.with(bulkheadStage[T]{b: b}.compile())
+	return p.with(bulkheadStage[T]{b: b, inner: p.outer}.compile())
 }
 
 //go:noinline // see stageFunc
@@ -249,6 +252,6 @@ func (s bulkheadStage[T]) compile() stageFunc[T] {
 		// A deferred release also runs on a panic or runtime.Goexit. It is an
 		// open-coded defer: a few nanoseconds, no allocation.
 		defer b.release()
-		return n.run(ctx)
+		return n.run(ctx, s.inner)
 	}
 }

@@ -56,7 +56,10 @@ type chaosFault struct{}
 func (*chaosFault) Error() string   { return "resil: injected fault" }
 func (*chaosFault) Transient() bool { return true }
 
-type chaosStage[T any] struct{ c *chaos }
+type chaosStage[T any] struct {
+	c     *chaos
+	inner stageFunc[T] // the stages it wraps; nil: fn itself
+}
 
 // chaos is a ChaosPolicy ready to draw from.
 type chaos struct {
@@ -113,7 +116,7 @@ func (p Pipeline[T]) Chaos(policy ChaosPolicy) Pipeline[T] {
 		// is all a user needs to write down.
 		c.rng = rand.New(rand.NewPCG(policy.Seed, policy.Seed^0x9e3779b97f4a7c15))
 	}
-	return p.with(chaosStage[T]{c: c}.compile())
+	return p.with(chaosStage[T]{c: c, inner: p.outer}.compile())
 }
 
 // draw decides whether a call is delayed and whether it fails. A rate of 0
@@ -164,6 +167,6 @@ func (s chaosStage[T]) compile() stageFunc[T] {
 			n.emit(ctx, Event{Kind: EventRejected, Attempt: n.attempt, Err: c.fault})
 			return zero, c.fault
 		}
-		return n.run(ctx)
+		return n.run(ctx, s.inner)
 	}
 }

@@ -3,7 +3,8 @@ package resil
 import "context"
 
 type fallbackStage[T any] struct {
-	fn func(ctx context.Context, err error) (T, error)
+	fn    func(ctx context.Context, err error) (T, error)
+	inner stageFunc[T] // the stages it wraps; nil: fn itself
 }
 
 // Fallback returns a pipeline that, when the stages added before it return
@@ -17,7 +18,7 @@ func (p Pipeline[T]) Fallback(fn func(ctx context.Context, err error) (T, error)
 	if fn == nil {
 		panic("resil: Fallback fn must be non-nil, got nil")
 	}
-	return p.with(fallbackStage[T]{fn: fn}.compile())
+	return p.with(fallbackStage[T]{fn: fn, inner: p.outer}.compile())
 }
 
 //go:noinline // see stageFunc
@@ -27,15 +28,13 @@ func (s fallbackStage[T]) compile() stageFunc[T] {
 			v   T
 			err error
 		)
-		switch l := n.l; { // n.run inlined: see next
-		case l != nil:
-			inner := n
-			inner.l = l.inner
-			v, err = l.run(ctx, inner)
+		switch { // n.run inlined: see next
+		case s.inner != nil:
+			v, err = s.inner(ctx, n)
 		case n.m == nil:
 			v, err = n.fn(ctx)
 		default:
-			v, err = n.run(ctx)
+			v, err = n.run(ctx, s.inner)
 		}
 		if err == nil {
 			return v, nil

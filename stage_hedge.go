@@ -34,7 +34,8 @@ func (p HedgePolicy) Validate() error {
 
 type hedgeStage[T any] struct {
 	delay    time.Duration
-	attempts int // 1 + MaxHedges
+	attempts int          // 1 + MaxHedges
+	inner    stageFunc[T] // the stages it wraps; nil: fn itself
 }
 
 // Hedge returns a pipeline that, when the stages added before it have not
@@ -91,7 +92,7 @@ func (p Pipeline[T]) Hedge(policy HedgePolicy) Pipeline[T] {
 	if attempts < hedges { // MaxHedges == math.MaxInt
 		attempts = hedges
 	}
-	return p.with(hedgeStage[T]{delay: policy.Delay, attempts: attempts}.compile())
+	return p.with(hedgeStage[T]{delay: policy.Delay, attempts: attempts, inner: p.outer}.compile())
 }
 
 //go:noinline // see stageFunc
@@ -104,7 +105,7 @@ func (s hedgeStage[T]) compile() stageFunc[T] {
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= s.delay {
 			// No hedge could start before the deadline: one attempt, inline.
 			n.attempt = 1
-			v, err := n.run(ctx)
+			v, err := n.run(ctx, s.inner)
 			if err != nil && ctx.Err() != nil {
 				return zero, ctx.Err()
 			}
@@ -145,7 +146,7 @@ func (s hedgeStage[T]) race(ctx context.Context, n next[T]) (T, error) {
 	defer timer.Stop()
 	started, answered := 1, 0
 	lastStart := clock()
-	go hedgeAttempt(actx, n, 1, out)
+	go hedgeAttempt(actx, n, s.inner, 1, out)
 	for {
 		select {
 		case r := <-out:
@@ -169,7 +170,7 @@ func (s hedgeStage[T]) race(ctx context.Context, n next[T]) (T, error) {
 			}
 			started++
 			lastStart = clock()
-			go hedgeAttempt(actx, n, started, out)
+			go hedgeAttempt(actx, n, s.inner, started, out)
 			if started < s.attempts {
 				timer.Reset(s.delay)
 			}
@@ -213,9 +214,10 @@ func (s hedgeStage[T]) stopped(out chan hedgeResult[T], err error) (T, error) {
 	}
 }
 
-// hedgeAttempt runs attempt number attempt of a hedged call and sends how
-// it ended to out, whether fn returned, panicked or called runtime.Goexit.
-func hedgeAttempt[T any](ctx context.Context, n next[T], attempt int, out chan<- hedgeResult[T]) {
+// hedgeAttempt runs attempt number attempt of a hedged call through inner
+// (the stages the Hedge wraps, nil for fn itself) and sends how it ended to
+// out, whether fn returned, panicked or called runtime.Goexit.
+func hedgeAttempt[T any](ctx context.Context, n next[T], inner stageFunc[T], attempt int, out chan<- hedgeResult[T]) {
 	r := hedgeResult[T]{how: hedgeExited}
 	defer func() {
 		if r.how == hedgeExited {
@@ -233,7 +235,7 @@ func hedgeAttempt[T any](ctx context.Context, n next[T], attempt int, out chan<-
 		}
 	}()
 	n.attempt = attempt
-	r.v, r.err = n.run(ctx)
+	r.v, r.err = n.run(ctx, inner)
 	r.how = hedgeReturned
 }
 

@@ -193,7 +193,10 @@ func (l *RateLimiter) unreserve(now, wait int64) {
 	l.tat.CompareAndSwap(mine, mine-l.interval)
 }
 
-type rateLimitStage[T any] struct{ l *RateLimiter }
+type rateLimitStage[T any] struct {
+	l     *RateLimiter
+	inner stageFunc[T] // the stages it wraps; nil: fn itself
+}
 
 // RateLimit returns a pipeline that lets calls into the stages added before
 // it at l's rate. A call that finds a token passes at once. A call whose
@@ -214,7 +217,7 @@ func (p Pipeline[T]) RateLimit(l *RateLimiter) Pipeline[T] {
 	if l == nil {
 		panic("resil: RateLimit l must be non-nil, got nil")
 	}
-	return p.with(rateLimitStage[T]{l: l}.compile())
+	return p.with(rateLimitStage[T]{l: l, inner: p.outer}.compile())
 }
 
 //go:noinline // see stageFunc
@@ -240,7 +243,7 @@ func (s rateLimitStage[T]) compile() stageFunc[T] {
 				return zero, err
 			}
 		}
-		return n.run(ctx)
+		return n.run(ctx, s.inner)
 	}
 }
 

@@ -69,7 +69,10 @@ func mustValid(err error) {
 	}
 }
 
-type retryStage[T any] struct{ p *retryPolicy }
+type retryStage[T any] struct {
+	p     *retryPolicy
+	inner stageFunc[T] // the stages it wraps; nil: fn itself
+}
 
 // retryPolicy is a RetryPolicy with its defaults filled in, built once by
 // Retry.
@@ -129,7 +132,7 @@ func (p Pipeline[T]) Retry(policy RetryPolicy) Pipeline[T] {
 		rp.retryIf = IsTransient
 		rp.defaultIf = true
 	}
-	return p.with(retryStage[T]{p: rp}.compile())
+	return p.with(retryStage[T]{p: rp, inner: p.outer}.compile())
 }
 
 // retryable reports whether err may be retried: marks first, then RetryIf.
@@ -169,15 +172,13 @@ func (s retryStage[T]) compile() stageFunc[T] {
 			v   T
 			err error
 		)
-		switch l := n.l; { // n.run inlined: see next
-		case l != nil:
-			inner := n
-			inner.l = l.inner
-			v, err = l.run(ctx, inner)
+		switch { // n.run inlined: see next
+		case s.inner != nil:
+			v, err = s.inner(ctx, n)
 		case n.m == nil:
 			v, err = n.fn(ctx)
 		default:
-			v, err = n.run(ctx)
+			v, err = n.run(ctx, s.inner)
 		}
 		if err == nil {
 			return v, nil
@@ -198,7 +199,7 @@ func (s retryStage[T]) retry(ctx context.Context, n next[T], start int64, err er
 	for attempt := 1; ; attempt++ {
 		if attempt > 1 {
 			n.attempt = attempt
-			v, err = n.run(ctx)
+			v, err = n.run(ctx, s.inner)
 			if err == nil {
 				return v, nil
 			}

@@ -7,7 +7,10 @@ import (
 	"time"
 )
 
-type timeoutStage[T any] struct{ d time.Duration }
+type timeoutStage[T any] struct {
+	d     time.Duration
+	inner stageFunc[T] // the stages it wraps; nil: fn itself
+}
 
 // Timeout returns a pipeline that gives the stages added before it a
 // context that ends after d, or earlier with the caller's context. It runs
@@ -37,7 +40,7 @@ func (p Pipeline[T]) Timeout(d time.Duration) Pipeline[T] {
 	if d <= 0 {
 		panic("resil: Timeout d must be > 0, got " + d.String())
 	}
-	return p.with(timeoutStage[T]{d: d}.compile())
+	return p.with(timeoutStage[T]{d: d, inner: p.outer}.compile())
 }
 
 //go:noinline // see stageFunc
@@ -50,11 +53,11 @@ func (s timeoutStage[T]) compile() stageFunc[T] {
 			// uses the monotonic readings; a deadline made from a wall-clock
 			// time has none and compares by the wall clock, as
 			// context.WithDeadline's own timer does.)
-			return n.run(ctx)
+			return n.run(ctx, s.inner)
 		}
 		tc := &timeoutCtx{parent: ctx, at: at}
 		defer tc.release() // also on a panic or Goexit: no timer outlives Run
-		v, err := n.run(tc)
+		v, err := n.run(tc, s.inner)
 		if err == nil || tc.Err() != context.DeadlineExceeded {
 			return v, err
 		}
