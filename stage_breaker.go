@@ -706,6 +706,7 @@ func floorMod(a, b int64) int64 {
 type breakerStage[T any] struct {
 	b     *Breaker
 	inner stageFunc[T] // the stages it wraps; nil: fn itself
+	_     linePad
 }
 
 // Breaker returns a pipeline in which b guards the stages added before it:

@@ -214,6 +214,7 @@ func (b *Bulkhead) unlink(w *waiter) {
 type bulkheadStage[T any] struct {
 	b     *Bulkhead
 	inner stageFunc[T] // the stages it wraps; nil: fn itself
+	_     linePad
 }
 
 // Bulkhead returns a pipeline that lets at most b's MaxConcurrent calls run

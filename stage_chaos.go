@@ -59,6 +59,7 @@ func (*chaosFault) Transient() bool { return true }
 type chaosStage[T any] struct {
 	c     *chaos
 	inner stageFunc[T] // the stages it wraps; nil: fn itself
+	_     linePad
 }
 
 // chaos is a ChaosPolicy ready to draw from.

@@ -5,6 +5,7 @@ import "context"
 type fallbackStage[T any] struct {
 	fn    func(ctx context.Context, err error) (T, error)
 	inner stageFunc[T] // the stages it wraps; nil: fn itself
+	_     linePad
 }
 
 // Fallback returns a pipeline that, when the stages added before it return

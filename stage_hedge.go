@@ -36,6 +36,7 @@ type hedgeStage[T any] struct {
 	delay    time.Duration
 	attempts int          // 1 + MaxHedges
 	inner    stageFunc[T] // the stages it wraps; nil: fn itself
+	_        linePad
 }
 
 // Hedge returns a pipeline that, when the stages added before it have not

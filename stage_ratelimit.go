@@ -196,6 +196,7 @@ func (l *RateLimiter) unreserve(now, wait int64) {
 type rateLimitStage[T any] struct {
 	l     *RateLimiter
 	inner stageFunc[T] // the stages it wraps; nil: fn itself
+	_     linePad
 }
 
 // RateLimit returns a pipeline that lets calls into the stages added before

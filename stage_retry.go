@@ -72,6 +72,7 @@ func mustValid(err error) {
 type retryStage[T any] struct {
 	p     *retryPolicy
 	inner stageFunc[T] // the stages it wraps; nil: fn itself
+	_     linePad
 }
 
 // retryPolicy is a RetryPolicy with its defaults filled in, built once by

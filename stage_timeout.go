@@ -10,6 +10,7 @@ import (
 type timeoutStage[T any] struct {
 	d     time.Duration
 	inner stageFunc[T] // the stages it wraps; nil: fn itself
+	_     linePad
 }
 
 // Timeout returns a pipeline that gives the stages added before it a
