@@ -737,7 +737,7 @@ func (s breakerStage[T]) compile() stageFunc[T] {
 			v   T
 			err error
 		)
-		switch { // n.run inlined: see next
+		switch { // n.run inlined: see next.run
 		case s.inner != nil:
 			v, err = s.inner(ctx, n)
 		case n.m == nil:

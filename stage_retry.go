@@ -173,7 +173,7 @@ func (s retryStage[T]) compile() stageFunc[T] {
 			v   T
 			err error
 		)
-		switch { // n.run inlined: see next
+		switch { // n.run inlined: see next.run
 		case s.inner != nil:
 			v, err = s.inner(ctx, n)
 		case n.m == nil:
@@ -184,7 +184,7 @@ func (s retryStage[T]) compile() stageFunc[T] {
 		if err == nil {
 			return v, nil
 		}
-		return s.retry(ctx, n, start, err) // v is dropped: see next
+		return s.retry(ctx, n, start, err) // v is dropped: see next.run
 	}
 }
 
