@@ -159,8 +159,7 @@ func (p *retryPolicy) retryable(err error) bool {
 // call that succeeds at once small: no timer, no loop state, a small frame.
 // The common case, a Retry that wraps fn itself in an unobserved call with
 // no MaxElapsed and no Budget (p.direct), is tested first and calls fn
-// with nothing else to load or check: RetryOK runs 14% faster than through
-// the general path.
+// with nothing else to load or check.
 //
 //go:noinline // see stageFunc
 func (s retryStage[T]) compile() stageFunc[T] {
