@@ -174,7 +174,8 @@ func (s retryStage[T]) compile() stageFunc[T] {
 				return v, nil
 			}
 			n.attempt = 1
-			return s.retry(ctx, n, 0, err) // v is dropped: see next.run
+			var zero T // fn's value is dropped: see next.run
+			return s.retry(ctx, n, 0, zero, err)
 		}
 		var start int64 // when the first attempt started; read only if needed
 		if s.p.maxElapsed > 0 {
@@ -193,22 +194,26 @@ func (s retryStage[T]) compile() stageFunc[T] {
 			v, err = s.inner(ctx, n)
 		case n.m == nil:
 			v, err = n.fn(ctx)
+			if err != nil {
+				var zero T
+				v = zero // fn's value is dropped: see next.run
+			}
 		default:
 			v, err = n.run(ctx, s.inner)
 		}
 		if err == nil {
 			return v, nil
 		}
-		return s.retry(ctx, n, start, err) // v is dropped: see next.run
+		return s.retry(ctx, n, start, v, err)
 	}
 }
 
-// retry goes on after the first attempt failed with err: it decides, waits
-// and makes the next attempts.
-func (s retryStage[T]) retry(ctx context.Context, n next[T], start int64, err error) (T, error) {
+// retry goes on after the first attempt failed with v and err (v is T's
+// zero value unless a Fallback inside supplied it): it decides, waits and
+// makes the next attempts.
+func (s retryStage[T]) retry(ctx context.Context, n next[T], start int64, v T, err error) (T, error) {
 	var (
 		zero  T
-		v     T
 		timer *time.Timer
 	)
 	p := s.p
@@ -265,8 +270,10 @@ func (s retryStage[T]) retry(ctx context.Context, n next[T], start int64, err er
 }
 
 // mayWait reports whether a wait of delay, begun now, ends within
-// MaxElapsed (counted from start) and the context's deadline. A wait of 0
-// crosses neither while the context is live, so it reads no clock.
+// MaxElapsed (counted from start) and before the context's deadline (a wait
+// that ends at the deadline ends with the context done, and the attempt
+// after it could not run). A wait of 0 crosses neither while the context
+// is live, so it reads no clock.
 func (p *retryPolicy) mayWait(ctx context.Context, start int64, delay time.Duration) bool {
 	if delay == 0 && p.maxElapsed == 0 {
 		return true
@@ -284,7 +291,7 @@ func (p *retryPolicy) mayWait(ctx context.Context, start int64, delay time.Durat
 	if deadline, ok := ctx.Deadline(); ok {
 		// time.Until saturates instead of overflowing.
 		left := time.Until(deadline)
-		if delay > left {
+		if delay >= left { // a wait that ends at the deadline ends with ctx
 			return false
 		}
 	}

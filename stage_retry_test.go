@@ -183,6 +183,9 @@ func TestRetryNeverWaitsPastBounds(t *testing.T) {
 		{"MaxElapsed", 2500 * time.Millisecond, 0, 0, 3, 2 * time.Second},
 		{"deadline", 0, 2500 * time.Millisecond, 0, 3, 2 * time.Second},
 		{"wait ending exactly at MaxElapsed is allowed", 2 * time.Second, 0, 0, 3, 2 * time.Second},
+		// At its deadline the context is done: the attempt after such a
+		// wait could not run.
+		{"wait ending exactly at the deadline is refused", 0, 2 * time.Second, 0, 2, time.Second},
 		{"huge hint, MaxElapsed", time.Minute, 0, math.MaxInt64, 1, 0},
 		{"huge hint, deadline", 0, time.Minute, math.MaxInt64, 1, 0},
 		{"1h hint, deadline", 0, time.Minute, time.Hour, 1, 0},
@@ -265,6 +268,63 @@ func TestRetryContext(t *testing.T) {
 			assert.ErrorAs(t, err, &re)
 		})
 	})
+}
+
+// A Fallback inside Retry may answer an attempt with a value and a
+// non-retryable error: Run returns that value, whichever attempt it came
+// from and whether or not the pipeline is observed.
+func TestRetryKeepsFallbackValue(t *testing.T) {
+	errBad := errors.New("bad")
+	for _, observed := range []bool{false, true} {
+		for answeredOn := 1; answeredOn <= 3; answeredOn++ {
+			t.Run(fmt.Sprintf("observed=%v/attempt %d", observed, answeredOn), func(t *testing.T) {
+				calls := 0
+				p := resil.New[int]().
+					Fallback(func(_ context.Context, err error) (int, error) {
+						calls++
+						if calls < answeredOn {
+							return 0, resil.Transient(err)
+						}
+						return 42, resil.Permanent(err)
+					}).
+					Retry(resil.RetryPolicy{MaxAttempts: 3, Backoff: resil.Constant(0)})
+				if observed {
+					p = p.Observe(nopObserver{})
+				}
+				v, err := p.Run(context.Background(), func(context.Context) (int, error) { return 7, errBad })
+				require.ErrorIs(t, err, errBad)
+				assert.Equal(t, 42, v)
+				assert.Equal(t, answeredOn, calls)
+			})
+		}
+	}
+}
+
+// fn's own value never comes back with its error, whichever path Retry
+// takes to call it.
+func TestRetryDropsFnValueWithError(t *testing.T) {
+	tests := []struct {
+		name   string
+		policy resil.RetryPolicy
+		obs    bool
+	}{
+		{"direct", resil.RetryPolicy{MaxAttempts: 2, Backoff: resil.Constant(0)}, false},
+		{"MaxElapsed", resil.RetryPolicy{MaxAttempts: 2, Backoff: resil.Constant(0), MaxElapsed: time.Hour}, false},
+		{"observed", resil.RetryPolicy{MaxAttempts: 2, Backoff: resil.Constant(0)}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := resil.New[int]().Retry(tt.policy)
+			if tt.obs {
+				p = p.Observe(nopObserver{})
+			}
+			for _, e := range []error{resil.Permanent(errFlaky), errFlaky} {
+				v, err := p.Run(context.Background(), func(context.Context) (int, error) { return 7, e })
+				require.Error(t, err)
+				assert.Zero(t, v, "error %v", e)
+			}
+		})
+	}
 }
 
 func TestRetryPolicyValidate(t *testing.T) {
