@@ -143,7 +143,7 @@ func (l BreakerLink) Policy() BreakerPolicy {
 	return BreakerPolicy{
 		FailureRatio:  b.ratio,
 		MinCalls:      int(b.minCalls),
-		Window:        time.Duration(b.width * windowBuckets),
+		Window:        time.Duration(b.width * b.span),
 		OpenFor:       time.Duration(b.openFor),
 		HalfOpenCalls: b.halfOpenCalls,
 	}
@@ -197,8 +197,12 @@ func (l BreakerLink) SetFleet(gen uint64, successes, failures uint64) bool {
 // it (no transition); otherwise the transition is made as the breaker's own
 // are: a new generation, a clear window, reported to OnStateChange. For
 // StateOpen, the breaker stays open for openFor from now (<= 0: it is
-// half-open at the next look), also when it was open already.
+// half-open at the next look), also when it was open already. It panics
+// when to is not one of the three states.
 func (l BreakerLink) Force(gen uint64, to BreakerState, openFor time.Duration) (uint64, bool) {
+	if to < StateClosed || to > StateHalfOpen {
+		panic("resil: BreakerLink.Force to must be StateClosed, StateOpen or StateHalfOpen, got " + to.String())
+	}
 	b := l.b
 	b.mu.Lock()
 	w := b.word.Load()
@@ -213,7 +217,7 @@ func (l BreakerLink) Force(gen uint64, to BreakerState, openFor time.Duration) (
 		changed = true
 	}
 	if to == StateOpen {
-		b.openUntil.Store(now + max(int64(openFor), 0))
+		b.openUntil.Store(addSat(now, max(int64(openFor), 0)))
 	}
 	gen = b.word.Load() >> 2
 	b.mu.Unlock()

@@ -290,6 +290,26 @@ func TestSharedBreakerStaleGeneration(t *testing.T) {
 	assert.Equal(t, resil.StateHalfOpen, link.Breaker().State())
 }
 
+func TestSharedBreakerForceChecksState(t *testing.T) {
+	f, _ := newMemFleet(resil.BreakerPolicy{}, 1)
+	link := f.members[0].link
+	s := link.Snapshot()
+	for _, to := range []resil.BreakerState{-1, 3, 5} {
+		assert.PanicsWithValue(t, "resil: BreakerLink.Force to must be StateClosed, StateOpen or StateHalfOpen, got "+to.String(), func() {
+			link.Force(s.Gen, to, time.Second)
+		})
+	}
+	assert.Equal(t, s, link.Snapshot(), "nothing changed")
+}
+
+func TestSharedBreakerForceOpenForever(t *testing.T) {
+	f, _ := newMemFleet(resil.BreakerPolicy{}, 1)
+	link := f.members[0].link
+	_, ok := link.Force(link.Snapshot().Gen, resil.StateOpen, math.MaxInt64)
+	require.True(t, ok)
+	assert.Equal(t, resil.StateOpen, link.Breaker().State(), "an open period that overflows the clock saturates")
+}
+
 func TestSharedBreakerPolicyDefaults(t *testing.T) {
 	_, link := resil.NewSharedBreaker(resil.BreakerPolicy{}, &memMember{f: &memFleet{}})
 	assert.Equal(t, resil.BreakerPolicy{FailureRatio: 0.5, MinCalls: 10, Window: 10 * time.Second, OpenFor: 5 * time.Second, HalfOpenCalls: 1}, link.Policy())

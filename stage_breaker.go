@@ -157,6 +157,7 @@ type Breaker struct {
 	openFor       int64
 	halfOpenCalls int
 	width         int64 // bucket width in ns
+	span          int64 // buckets in the window: windowBuckets, or fewer when Window < windowBuckets ns
 	failureIf     func(error) bool
 	onChange      func(from, to BreakerState)
 	ring          [windowBuckets]bucket
@@ -249,7 +250,10 @@ func NewBreaker(policy BreakerPolicy) *Breaker {
 	if window == 0 {
 		window = 10 * time.Second
 	}
+	// Buckets of 1ns when Window is shorter than windowBuckets ns, and
+	// only Window of them: no outcome may count once Window old.
 	b.width = max(int64(window)/windowBuckets, 1)
+	b.span = min(int64(window), windowBuckets)
 	if b.openFor == 0 {
 		b.openFor = int64(5 * time.Second)
 	}
@@ -482,17 +486,26 @@ func (b *Breaker) fold(now int64, trigger int) {
 	b.foldBy.Store(now + b.width/2)
 }
 
+// addSat returns now+d for d >= 0, or math.MaxInt64 when that overflows
+// (an OpenFor of centuries means open until the process ends).
+func addSat(now, d int64) int64 {
+	if now > 0 && d > math.MaxInt64-now {
+		return math.MaxInt64
+	}
+	return now + d
+}
+
 // roll advances the ring to now, clearing the buckets that expired.
 func (b *Breaker) roll(now int64) {
 	idx := floorDiv(now, b.width)
 	if idx <= b.cur {
 		return
 	}
-	if idx-b.cur >= windowBuckets {
+	if idx-b.cur >= b.span {
 		b.ring = [windowBuckets]bucket{}
 	} else {
 		for i := b.cur + 1; i <= idx; i++ {
-			b.ring[floorMod(i, windowBuckets)] = bucket{}
+			b.ring[floorMod(i, b.span)] = bucket{}
 		}
 	}
 	b.cur = idx
@@ -501,10 +514,10 @@ func (b *Breaker) roll(now int64) {
 // add counts n outcomes at time t (at or before the last roll).
 func (b *Breaker) add(t int64, o outcome, n uint64) {
 	idx := floorDiv(t, b.width)
-	if idx <= b.cur-windowBuckets {
+	if idx <= b.cur-b.span {
 		return // already older than the window
 	}
-	r := &b.ring[floorMod(idx, windowBuckets)]
+	r := &b.ring[floorMod(idx, b.span)]
 	if o == success {
 		r.ok += n
 	} else {
@@ -556,7 +569,7 @@ func (b *Breaker) setState(to BreakerState, now int64) transition {
 	}
 	b.spill.Store(uint64(uint32(gen)) << 32)
 	if to == StateOpen {
-		b.openUntil.Store(now + b.openFor)
+		b.openUntil.Store(addSat(now, b.openFor))
 	}
 	b.word.Store(gen<<2 | uint64(to))
 	b.ring = [windowBuckets]bucket{}

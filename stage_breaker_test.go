@@ -3,6 +3,7 @@ package resil_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"sync"
 	"testing"
@@ -311,6 +312,40 @@ func TestBreakerOnStateChangePanicKeepsState(t *testing.T) {
 		assert.Equal(t, resil.StateHalfOpen, b.State())
 		assert.Equal(t, 2, calls, "later transitions are still reported")
 	})
+}
+
+// Durations at the ends of their range keep their meaning: an OpenFor
+// that overflows the clock keeps the breaker open, and a Window shorter
+// than the breaker's bucket count still drops an outcome once it is
+// Window old.
+func TestBreakerExtremeDurations(t *testing.T) {
+	t.Run("OpenFor MaxInt64", func(t *testing.T) {
+		// Real time (no bubble): the process clock must be past its epoch
+		// for now+OpenFor to overflow.
+		b := resil.NewBreaker(resil.BreakerPolicy{MinCalls: 1, OpenFor: math.MaxInt64})
+		p := resil.New[int]().Breaker(b)
+		_, _ = p.Run(context.Background(), func(context.Context) (int, error) { return 0, errFlaky })
+		ran := false
+		_, err := p.Run(context.Background(), func(context.Context) (int, error) { ran = true; return 0, nil })
+		require.ErrorIs(t, err, resil.ErrBreakerOpen)
+		assert.False(t, ran)
+		assert.Equal(t, resil.StateOpen, b.State())
+	})
+	for _, window := range []time.Duration{1, 5, 19} {
+		t.Run(fmt.Sprintf("Window %v", window), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := resil.NewBreaker(resil.BreakerPolicy{Window: window, MinCalls: 2, FailureRatio: 0.5})
+				p := resil.New[int]().Breaker(b)
+				fail := func(context.Context) (int, error) { return 0, errFlaky }
+				_, _ = p.Run(context.Background(), fail)
+				time.Sleep(window)
+				_, _ = p.Run(context.Background(), fail)
+				assert.Equal(t, resil.StateClosed, b.State(), "a failure Window old still counted")
+				_, _ = p.Run(context.Background(), fail)
+				assert.Equal(t, resil.StateOpen, b.State(), "two failures at once trip it")
+			})
+		})
+	}
 }
 
 func TestBreakerPolicyValidate(t *testing.T) {
