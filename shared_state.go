@@ -260,18 +260,22 @@ func (s *breakerShare) tripped() {
 }
 
 // acquireTrial asks the fleet for a trial place for a trial the breaker
-// admitted in generation gen, and gives the local place back when the
-// fleet refuses. Called without mu.
-func (s *breakerShare) acquireTrial(b *Breaker, gen uint64) bool {
-	if s == nil || s.s.AcquireTrial() != ShareNo {
-		return true
+// admitted in generation gen. It reports whether the trial may run, and
+// whether the fleet granted it a place (to be settled with SettleTrial),
+// and gives the local place back when the fleet refuses. Called without
+// mu.
+func (s *breakerShare) acquireTrial(b *Breaker, gen uint64) (ok, leased bool) {
+	if s == nil {
+		return true, false
 	}
-	b.mu.Lock()
-	if b.word.Load()>>2 == gen {
-		b.trials--
+	switch s.s.AcquireTrial() {
+	case ShareYes:
+		return true, true
+	case ShareNo:
+		b.releaseTrial(gen)
+		return false, false
 	}
-	b.mu.Unlock()
-	return false
+	return true, false // unavailable: the breaker decides alone
 }
 
 // settle reports a trial's outcome to the fleet. Called without mu.

@@ -310,6 +310,79 @@ func TestSharedBreakerForceOpenForever(t *testing.T) {
 	assert.Equal(t, resil.StateOpen, link.Breaker().State(), "an open period that overflows the clock saturates")
 }
 
+// answerShare answers AcquireTrial with acquire (panicking instead while
+// panics > 0) and records the outcomes it is asked to settle.
+type answerShare struct {
+	acquire resil.ShareAnswer
+	panics  int
+	settled []resil.TrialOutcome
+}
+
+func (s *answerShare) Tripped() {}
+func (s *answerShare) AcquireTrial() resil.ShareAnswer {
+	if s.panics > 0 {
+		s.panics--
+		panic("share")
+	}
+	return s.acquire
+}
+func (s *answerShare) SettleTrial(o resil.TrialOutcome) resil.ShareAnswer {
+	s.settled = append(s.settled, o)
+	return resil.ShareUnavailable
+}
+
+// Only a trial the fleet granted a place (ShareYes) is settled with it: a
+// trial admitted while the store was unavailable holds no fleet place to
+// give back or count.
+func TestSharedBreakerSettlesOnlyGrantedTrials(t *testing.T) {
+	errPerm := resil.Permanent(errors.New("bad request"))
+	tests := []struct {
+		name    string
+		acquire resil.ShareAnswer
+		err     error
+		want    []resil.TrialOutcome
+	}{
+		{"granted, ignored", resil.ShareYes, errPerm, []resil.TrialOutcome{resil.TrialIgnored}},
+		{"granted, failed", resil.ShareYes, errFleetDown, []resil.TrialOutcome{resil.TrialFailed}},
+		{"granted, succeeded", resil.ShareYes, nil, []resil.TrialOutcome{resil.TrialSucceeded}},
+		{"unavailable, ignored", resil.ShareUnavailable, errPerm, nil},
+		{"unavailable, failed", resil.ShareUnavailable, errFleetDown, nil},
+		{"unavailable, succeeded", resil.ShareUnavailable, nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				sh := &answerShare{acquire: tt.acquire}
+				b, _ := resil.NewSharedBreaker(resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Second}, sh)
+				p := resil.New[int]().Breaker(b)
+				_, _ = p.Run(context.Background(), func(context.Context) (int, error) { return 0, errFleetDown })
+				time.Sleep(time.Second)
+				ran := false
+				_, _ = p.Run(context.Background(), func(context.Context) (int, error) { ran = true; return 0, tt.err })
+				assert.True(t, ran, "the trial runs")
+				assert.Equal(t, tt.want, sh.settled)
+			})
+		})
+	}
+}
+
+// A share that panics in AcquireTrial does not cost the breaker the trial
+// place it had taken for the call.
+func TestSharedBreakerAcquirePanicReturnsTrialPlace(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sh := &answerShare{acquire: resil.ShareUnavailable, panics: 1}
+		b, _ := resil.NewSharedBreaker(resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Second}, sh)
+		p := resil.New[int]().Breaker(b)
+		ok := func(context.Context) (int, error) { return 1, nil }
+		_, _ = p.Run(context.Background(), func(context.Context) (int, error) { return 0, errFleetDown })
+		time.Sleep(time.Second)
+		assert.PanicsWithValue(t, "share", func() { _, _ = p.Run(context.Background(), ok) })
+		_, err := p.Run(context.Background(), ok)
+		require.NoError(t, err, "the trial place is free again")
+		assert.Equal(t, resil.StateClosed, b.State())
+	})
+}
+
 func TestSharedBreakerPolicyDefaults(t *testing.T) {
 	_, link := resil.NewSharedBreaker(resil.BreakerPolicy{}, &memMember{f: &memFleet{}})
 	assert.Equal(t, resil.BreakerPolicy{FailureRatio: 0.5, MinCalls: 10, Window: 10 * time.Second, OpenFor: 5 * time.Second, HalfOpenCalls: 1}, link.Policy())

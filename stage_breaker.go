@@ -595,11 +595,14 @@ func (b *Breaker) advance(now int64) (transition, bool) {
 	return transition{}, false
 }
 
-// ticket is an admission: the generation the call was admitted in, and
-// whether it is a half-open trial.
+// ticket is an admission: the generation the call was admitted in,
+// whether it is a half-open trial, and whether a shared breaker's fleet
+// granted the trial its place (ShareYes), so that only such a trial is
+// settled with the fleet.
 type ticket struct {
-	gen   uint64
-	trial bool
+	gen    uint64
+	trial  bool
+	leased bool
 }
 
 // admitSlow admits or rejects a call when the breaker is not plainly
@@ -618,22 +621,56 @@ func (b *Breaker) admitSlow() (t ticket, ok bool, tr transition, changed bool) {
 		}
 	}
 	b.mu.Unlock()
+	if ok && t.trial {
+		return b.admitTrial(t, tr, changed)
+	}
 	if changed {
 		b.report()
-	}
-	if ok && t.trial && !b.share.acquireTrial(b, t.gen) {
-		ok = false // a shared breaker's trial also needs a fleet-wide place
 	}
 	return t, ok, tr, changed
 }
 
-// settleTrial records the outcome of a half-open trial admitted in
-// generation gen: a success towards closing, a failure reopens, an ignored
-// outcome gives the trial's place back.
-func (b *Breaker) settleTrial(gen uint64, o outcome) (transition, bool) {
-	fleet := b.share.settle(o) // ShareUnavailable for a local breaker
+// admitTrial completes the admission of a half-open trial whose place
+// admitSlow took: it reports the transition that admission made, if
+// changed, and asks a shared breaker's fleet for a place too. When either
+// panics (OnStateChange, the share), the place is given back before the
+// panic goes on: the trial never runs, so it must not keep the place.
+func (b *Breaker) admitTrial(t ticket, tr transition, changed bool) (ticket, bool, transition, bool) {
+	placed := false
+	defer func() {
+		if !placed {
+			b.releaseTrial(t.gen)
+		}
+	}()
+	if changed {
+		b.report()
+	}
+	ok, leased := b.share.acquireTrial(b, t.gen) // gives the place back when refused
+	placed = true
+	t.leased = leased
+	return t, ok, tr, changed
+}
+
+// releaseTrial gives back the place of a half-open trial admitted in
+// generation gen that will not run.
+func (b *Breaker) releaseTrial(gen uint64) {
 	b.mu.Lock()
-	if b.word.Load()>>2 != gen {
+	if b.word.Load()>>2 == gen {
+		b.trials--
+	}
+	b.mu.Unlock()
+}
+
+// settleTrial records the outcome of the half-open trial t: a success
+// towards closing, a failure reopens, an ignored outcome gives the trial's
+// place back. Only a trial the fleet granted is settled with it.
+func (b *Breaker) settleTrial(t ticket, o outcome) (transition, bool) {
+	fleet := ShareUnavailable // a local breaker, or a place the fleet did not grant
+	if t.leased {
+		fleet = b.share.settle(o)
+	}
+	b.mu.Lock()
+	if b.word.Load()>>2 != t.gen {
 		b.mu.Unlock()
 		return transition{}, false
 	}
@@ -677,10 +714,14 @@ func (b *Breaker) report() {
 	b.reporting = true
 	done := false
 	defer func() {
-		if !done { // a panic in the callback: the next caller delivers the rest
+		if !done {
+			// A panic in the callback. Callers that queued transitions
+			// meanwhile left them to this one: deliver them before the
+			// panic goes on (a panic among them comes back here again).
 			b.mu.Lock()
 			b.reporting = false
 			b.mu.Unlock()
+			b.report()
 		}
 	}()
 	for len(b.queue) > 0 {
@@ -812,18 +853,18 @@ func (s breakerStage[T]) runSlow(ctx context.Context, n next[T], w uint64) (T, e
 		}
 		return v, err
 	}
-	return s.runTrial(ctx, n, t.gen, tr, changed)
+	return s.runTrial(ctx, n, t, tr, changed)
 }
 
 // runTrial runs a half-open trial, first reporting the transition its
 // admission made (open → half-open), if changed. Its place is given back on
 // every exit that brings no outcome: a panic (in fn or in an observer),
 // runtime.Goexit.
-func (s breakerStage[T]) runTrial(ctx context.Context, n next[T], gen uint64, tr transition, changed bool) (v T, err error) {
+func (s breakerStage[T]) runTrial(ctx context.Context, n next[T], t ticket, tr transition, changed bool) (v T, err error) {
 	settled := false
 	defer func() {
 		if !settled {
-			s.b.settleTrial(gen, ignored)
+			s.b.settleTrial(t, ignored)
 		}
 	}()
 	if changed {
@@ -835,7 +876,7 @@ func (s breakerStage[T]) runTrial(ctx context.Context, n next[T], gen uint64, tr
 	if err != nil {
 		o = s.b.classify(err)
 	}
-	if tr, ok := s.b.settleTrial(gen, o); ok {
+	if tr, ok := s.b.settleTrial(t, o); ok {
 		n.emitChange(ctx, tr)
 	}
 	return v, err

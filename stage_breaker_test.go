@@ -283,6 +283,67 @@ func TestBreakerIgnoresOutcomesFromAnEarlierState(t *testing.T) {
 	})
 }
 
+// A panic in OnStateChange while it reports the open → half-open
+// transition a call made does not cost the breaker that call's trial place:
+// the trial never runs, so its place goes back.
+func TestBreakerOnStateChangePanicReturnsTrialPlace(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		panicked := false
+		b := resil.NewBreaker(resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Second, OnStateChange: func(_, to resil.BreakerState) {
+			if to == resil.StateHalfOpen && !panicked {
+				panicked = true
+				panic("callback")
+			}
+		}})
+		p := resil.New[int]().Breaker(b)
+		ok := func(context.Context) (int, error) { return 1, nil }
+		_, _ = p.Run(context.Background(), func(context.Context) (int, error) { return 0, errFlaky })
+		time.Sleep(time.Second)
+		assert.PanicsWithValue(t, "callback", func() { _, _ = p.Run(context.Background(), ok) })
+		assert.Equal(t, resil.StateHalfOpen, b.State())
+		v, err := p.Run(context.Background(), ok)
+		require.NoError(t, err, "the trial place is free again")
+		assert.Equal(t, 1, v)
+		assert.Equal(t, resil.StateClosed, b.State())
+	})
+}
+
+// Transitions that other calls queued while OnStateChange was reporting an
+// earlier one are delivered even when that report panics, before the panic
+// reaches its caller.
+func TestBreakerOnStateChangePanicDeliversQueued(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		var (
+			mu  sync.Mutex
+			got []string
+		)
+		b := resil.NewBreaker(resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Second, OnStateChange: func(from, to resil.BreakerState) {
+			mu.Lock()
+			got = append(got, from.String()+">"+to.String())
+			mu.Unlock()
+			if to == resil.StateOpen {
+				<-release
+				panic("callback")
+			}
+		}})
+		p := resil.New[int]().Breaker(b)
+		panicked := make(chan any)
+		go func() {
+			defer func() { panicked <- recover() }()
+			_, _ = p.Run(context.Background(), func(context.Context) (int, error) { return 0, errFlaky })
+		}()
+		synctest.Wait() // the failing call is in its report, blocked
+		time.Sleep(time.Second)
+		assert.Equal(t, resil.StateHalfOpen, b.State(), "State makes the transition and leaves its report to the reporter")
+		close(release)
+		assert.Equal(t, "callback", <-panicked)
+		mu.Lock()
+		defer mu.Unlock()
+		assert.Equal(t, []string{"closed>open", "open>half-open"}, got)
+	})
+}
+
 func TestBreakerGuardsPipelinesOfAnyType(t *testing.T) {
 	b := resil.NewBreaker(resil.BreakerPolicy{MinCalls: 2})
 	ints := resil.New[int]().Breaker(b)
