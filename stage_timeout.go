@@ -22,9 +22,12 @@ type timeoutStage[T any] struct {
 // stages return an error, Run's error matches both ErrTimeout and
 // context.DeadlineExceeded with errors.Is and wraps the error that came
 // back. When the caller's own deadline came first (at or before start+d),
-// the error is returned unchanged, as is every other error. A value that
-// comes back without error is returned even when it came late: fn decides
-// whether it honours its context.
+// the error is returned unchanged, as is every other error. A context that
+// nothing looked at before d elapsed ended by d, even if the caller's
+// context has ended too by the first look: it does not watch the caller's
+// context until something waits on it (see below), and the call did run
+// past d. A value that comes back without error is returned even when it
+// came late: fn decides whether it honours its context.
 //
 // The context costs one small allocation and one clock read. It arms a
 // timer, as context.WithTimeout does at once, only when something waits on
@@ -78,6 +81,13 @@ func (s timeoutStage[T]) compile() stageFunc[T] {
 // the parent done, or the stage released). Until then it holds no timer and
 // Err reads the clock. Every non-nil Err comes from the armed context, so
 // Err, Done and context.Cause agree.
+//
+// Unarmed, it does not watch the parent, so when it is first looked at
+// after its deadline and the parent has ended too, it cannot tell which
+// came first. It takes the deadline: the call did run past it, and
+// nothing looked at the context before it passed, so nothing the parent
+// did could have reached the call earlier. (Whatever looks at it before the
+// deadline sees a parent that ended first, as context.WithTimeout would.)
 type timeoutCtx struct {
 	parent context.Context
 	at     int64         // the deadline, in clock() time
@@ -104,8 +114,15 @@ func (c *timeoutCtx) arm() context.Context {
 		// monotonic reading exactly at c.at (now.Sub(epoch) is now in
 		// clock() time, without a second clock read).
 		now := time.Now()
-		dl := now.Add(time.Duration(c.at - int64(now.Sub(epoch))))
-		c.armed, c.cancel = context.WithDeadline(c.parent, dl)
+		nowAt := int64(now.Sub(epoch))
+		dl := now.Add(time.Duration(c.at - nowAt))
+		parent := c.parent
+		if nowAt >= c.at {
+			// First looked at after its deadline: it ended by the deadline,
+			// even if the parent has ended too by now (see timeoutCtx).
+			parent = context.WithoutCancel(parent)
+		}
+		c.armed, c.cancel = context.WithDeadline(parent, dl)
 		// One atomic word holds both bits, so of arm and release, the one
 		// that sets its bit second sees the other's and cancels.
 		if c.state.Or(ctxArmed)&ctxReleased != 0 {

@@ -258,6 +258,53 @@ func TestTimeoutContextParentEnds(t *testing.T) {
 	}
 }
 
+// When the caller's context ends after d has elapsed, the stage's context
+// ended by d, as context.WithTimeout's would have, whether or not anything
+// looked at it before. When the caller's ends first and is seen before d,
+// it is the caller's. When it ends first but nothing looks before d
+// elapses, the first look finds the deadline (documented: the unarmed
+// context does not watch the caller's).
+func TestTimeoutContextOrderOfEnds(t *testing.T) {
+	errBackend := errors.New("backend failed")
+	tests := []struct {
+		name        string
+		cancelAt    time.Duration // when the caller cancels
+		lookAt      time.Duration // when fn first looks at ctx (0: never before it returns)
+		returnAt    time.Duration // when fn returns errBackend
+		wantErr     error         // ctx.Err() inside fn at returnAt
+		wantTimeout bool
+	}{
+		{"deadline, then cancel, unseen", 1500 * time.Millisecond, 0, 2 * time.Second, context.DeadlineExceeded, true},
+		{"deadline seen, then cancel", 1500 * time.Millisecond, 1200 * time.Millisecond, 2 * time.Second, context.DeadlineExceeded, true},
+		{"cancel seen, then deadline", 500 * time.Millisecond, 700 * time.Millisecond, 2 * time.Second, context.Canceled, false},
+		{"cancel, then deadline, unseen", 500 * time.Millisecond, 0, 2 * time.Second, context.DeadlineExceeded, true},
+		{"cancel before d", 500 * time.Millisecond, 0, 700 * time.Millisecond, context.Canceled, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				parent, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				time.AfterFunc(tt.cancelAt, cancel)
+				start := time.Now()
+				var seen error
+				_, err := resil.New[int]().Timeout(time.Second).Run(parent, func(ctx context.Context) (int, error) {
+					if tt.lookAt > 0 {
+						time.Sleep(tt.lookAt)
+						_ = ctx.Err()
+					}
+					time.Sleep(tt.returnAt - time.Since(start))
+					seen = ctx.Err()
+					return 0, errBackend
+				})
+				assert.Equal(t, tt.wantErr, seen)
+				require.ErrorIs(t, err, errBackend)
+				assert.Equal(t, tt.wantTimeout, errors.Is(err, resil.ErrTimeout), "err = %v", err)
+			})
+		})
+	}
+}
+
 // TestTimeoutContextConcurrentUse races goroutines that arm, poll and keep
 // the context against the stage's return. Run with -race.
 func TestTimeoutContextConcurrentUse(t *testing.T) {
