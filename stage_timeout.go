@@ -50,7 +50,7 @@ func (p Pipeline[T]) Timeout(d time.Duration) Pipeline[T] {
 //go:noinline // see stageFunc
 func (s timeoutStage[T]) compile() stageFunc[T] {
 	return func(ctx context.Context, n next[T]) (T, error) {
-		at := clock() + int64(s.d)
+		at := addSat(clock(), int64(s.d)) // a d of centuries must not wrap into the past
 		if dl, ok := ctx.Deadline(); ok && int64(dl.Sub(epoch)) <= at {
 			// The caller's deadline comes first, or with this one: it is the
 			// caller's, and the caller's context already carries it. (dl.Sub
