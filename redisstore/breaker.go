@@ -90,7 +90,7 @@ func (fb *fleetBreaker) SettleTrial(o resil.TrialOutcome) resil.ShareAnswer {
 	fb.mu.Lock()
 	if len(fb.leases) == 0 {
 		fb.mu.Unlock()
-		return resil.ShareUnavailable // admitted while Redis could not be asked
+		return resil.ShareUnavailable // no lease held: the breaker settles only granted trials
 	}
 	l := fb.leases[len(fb.leases)-1]
 	fb.leases = fb.leases[:len(fb.leases)-1]
