@@ -196,7 +196,7 @@ func permitCase(t *testing.T, h holder, e exit) {
 	if e == exitCancel {
 		time.AfterFunc(time.Second, cancel)
 	}
-	goroutines := runtime.NumGoroutine()
+	goroutines := bubbleGoroutines()
 	pv := &panicValue{42}
 	var (
 		mu        sync.Mutex // Hedge calls fn from several goroutines
@@ -245,7 +245,7 @@ func permitCase(t *testing.T, h holder, e exit) {
 	checkOutcome(t, e, h.relaxed, outcome{v: v, err: err, recovered: recovered, returned: returned, pv: pv, attempts: len(ctxs), elapsed: elapsed})
 	synctest.Wait()
 	// At most: a goroutine of an earlier test may still be on its way out.
-	require.LessOrEqual(t, runtime.NumGoroutine(), goroutines, "no goroutine is left behind")
+	require.LessOrEqual(t, bubbleGoroutines(), goroutines, "no goroutine is left behind")
 	check(t, e)
 }
 

@@ -176,14 +176,14 @@ func TestTimeoutContextContract(t *testing.T) {
 			return nil
 		}},
 		{"derived contexts start no goroutine and end with it", func(t *testing.T, ctx context.Context) func(*testing.T) {
-			before := runtime.NumGoroutine()
+			before := bubbleGoroutines()
 			child, cancel := context.WithCancel(ctx)
 			defer cancel()
 			var at time.Duration
 			begin := time.Now()
 			stop := context.AfterFunc(ctx, func() { at = time.Since(begin) })
 			defer stop()
-			require.Equal(t, before, runtime.NumGoroutine(), "children attach to the armed context")
+			require.Equal(t, before, bubbleGoroutines(), "children attach to the armed context")
 			<-child.Done()
 			synctest.Wait() // the AfterFunc's goroutine
 			require.Equal(t, d, at)

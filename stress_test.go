@@ -277,7 +277,7 @@ func TestNoLeaks(t *testing.T) {
 	for _, st := range stages {
 		t.Run(st.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) { // fake time: the waits cost nothing
-				baseline := runtime.NumGoroutine()
+				baseline := bubbleGoroutines()
 				parent, cancel := context.WithCancel(context.Background())
 				defer cancel()
 				p := st.p()
@@ -297,7 +297,7 @@ func TestNoLeaks(t *testing.T) {
 				atEnd := heapObjects()
 				t.Logf("heap objects after %d calls: %d; after %d: %d", warm, atWarm, calls, atEnd)
 				require.Less(t, int64(atEnd)-int64(atWarm), int64(tolerance), "heap objects grow with calls")
-				require.LessOrEqual(t, runtime.NumGoroutine(), baseline, "goroutines back to the baseline")
+				require.LessOrEqual(t, bubbleGoroutines(), baseline, "goroutines back to the baseline")
 			})
 		})
 	}
