@@ -383,19 +383,27 @@ type rateShare struct {
 
 // reserve is RateLimiter.reserve for a shared limiter: the fleet's bucket
 // decides, or the local share when the store cannot answer.
-func (rs *rateShare) reserve(now, maxWait int64) (int64, bool) {
-	wait, answer := rs.s.Reserve(time.Duration(maxWait))
+func (rs *rateShare) reserve(now, maxWait int64) (wait int64, ok, fleet bool) {
+	w, answer := rs.s.Reserve(time.Duration(maxWait))
 	switch answer {
 	case ShareYes:
-		return max(int64(wait), 0), true
+		return max(int64(w), 0), true, true
 	case ShareNo:
-		return max(int64(wait), 1), false
+		return max(int64(w), 1), false, true
 	}
-	return rs.local.Load().reserve(now, maxWait)
+	wait, ok = rs.local.Load().reserve(now, maxWait)
+	return wait, ok, false
 }
 
+// fleetTurn is the admission time admit reports for a turn the fleet
+// granted, so that unreserve knows not to give it to the local share.
+const fleetTurn = math.MinInt64
+
 // unreserve gives a turn back to the local share, when it was the local
-// share's; a turn the fleet granted stays taken.
+// share's; a turn the fleet granted (now == fleetTurn) stays taken.
 func (rs *rateShare) unreserve(now, wait int64) {
+	if now == fleetTurn {
+		return
+	}
 	rs.local.Load().unreserve(now, wait)
 }

@@ -383,6 +383,60 @@ func TestSharedBreakerAcquirePanicReturnsTrialPlace(t *testing.T) {
 	})
 }
 
+// scriptRateShare answers Reserve from a script of (wait, answer) pairs.
+type scriptRateShare struct {
+	mu      sync.Mutex
+	answers []resil.ShareAnswer
+	waits   []time.Duration
+}
+
+func (s *scriptRateShare) Reserve(time.Duration) (time.Duration, resil.ShareAnswer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, w := s.answers[0], s.waits[0]
+	s.answers, s.waits = s.answers[1:], s.waits[1:]
+	return w, a
+}
+
+// A turn the fleet granted is not given to the local bucket when its wait
+// is cancelled: the local bucket (1/s, burst 1) still lets one call through
+// per second.
+func TestSharedRateLimiterCancelledFleetTurnStaysOffLocal(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		share := &scriptRateShare{
+			answers: []resil.ShareAnswer{resil.ShareUnavailable, resil.ShareUnavailable, resil.ShareYes, resil.ShareUnavailable},
+			waits:   []time.Duration{0, 0, time.Second, 0},
+		}
+		l, _ := resil.NewSharedRateLimiter(resil.RateLimitPolicy{Rate: 1, Burst: 1, MaxWait: 10 * time.Second}, share)
+		p := resil.New[int]().RateLimit(l)
+		start := time.Now()
+		var (
+			mu     sync.Mutex
+			passed []time.Duration
+			wg     sync.WaitGroup
+		)
+		fn := func(context.Context) (int, error) {
+			mu.Lock()
+			passed = append(passed, time.Since(start))
+			mu.Unlock()
+			return 0, nil
+		}
+		_, _ = p.Run(t.Context(), fn)                   // local: at once
+		wg.Go(func() { _, _ = p.Run(t.Context(), fn) }) // local: the turn at 1s
+		synctest.Wait()
+		ctx, cancel := context.WithCancel(t.Context())
+		var errC error
+		wg.Go(func() { _, errC = p.Run(ctx, fn) }) // the fleet's turn, 1s away
+		synctest.Wait()
+		cancel()
+		synctest.Wait()
+		wg.Go(func() { _, _ = p.Run(t.Context(), fn) }) // local: the turn at 2s
+		wg.Wait()
+		require.ErrorIs(t, errC, context.Canceled)
+		assert.Equal(t, []time.Duration{0, time.Second, 2 * time.Second}, passed)
+	})
+}
+
 func TestSharedBreakerPolicyDefaults(t *testing.T) {
 	_, link := resil.NewSharedBreaker(resil.BreakerPolicy{}, &memMember{f: &memFleet{}})
 	assert.Equal(t, resil.BreakerPolicy{FailureRatio: 0.5, MinCalls: 10, Window: 10 * time.Second, OpenFor: 5 * time.Second, HalfOpenCalls: 1}, link.Policy())

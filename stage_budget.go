@@ -137,7 +137,7 @@ func NewRetryBudget(policy RetryBudgetPolicy) *RetryBudget {
 	if ttl == 0 {
 		ttl = 10 * time.Second
 	}
-	b.reserve = perSecond * ttl.Seconds()
+	b.reserve = perSecond * max(ttl, 10*time.Microsecond).Seconds()
 	// At least 1µs, so that a counter's 32-bit tag cannot be taken for a
 	// bucket 2^32 widths later unless it stayed untouched for over an hour.
 	b.width = max(int64(ttl)/budgetBuckets, int64(time.Microsecond))

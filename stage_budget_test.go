@@ -214,6 +214,20 @@ func TestRetryBudgetNoAllocs(t *testing.T) {
 	}
 }
 
+// A TTL below 10µs counts as 10µs, for the reserve too: MinPerSecond 1e6
+// over 10µs is a reserve of 10 retries.
+func TestRetryBudgetTinyTTLKeepsReserve(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		budget := resil.NewRetryBudget(resil.RetryBudgetPolicy{MinPerSecond: 1e6, TTL: time.Nanosecond})
+		p := resil.New[int]().Retry(resil.RetryPolicy{MaxAttempts: 2, Backoff: resil.Constant(0), Budget: budget})
+		_, err := p.Run(t.Context(), func(context.Context) (int, error) { return 0, errFlaky })
+		var re *resil.RetryError
+		require.ErrorAs(t, err, &re)
+		assert.NotErrorIs(t, err, resil.ErrRetryBudgetExhausted)
+		assert.Equal(t, 2, re.Attempts)
+	})
+}
+
 func TestRetryBudgetPolicyValidate(t *testing.T) {
 	tests := []struct {
 		name   string

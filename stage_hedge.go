@@ -169,6 +169,11 @@ func (s hedgeStage[T]) race(ctx context.Context, n next[T]) (T, error) {
 			if err := ctx.Err(); err != nil {
 				return s.stopped(out, err)
 			}
+			if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= 0 {
+				// Due at the deadline (ctx's own timer may not have fired
+				// yet): an attempt started now could not run.
+				return s.stopped(out, context.DeadlineExceeded)
+			}
 			started++
 			lastStart = clock()
 			go hedgeAttempt(actx, n, s.inner, started, out)

@@ -137,6 +137,28 @@ func TestHedgeStopsWhenNoAttemptCanStartBeforeDeadline(t *testing.T) {
 	})
 }
 
+// A hedge whose time comes exactly at the context's deadline does not
+// start: the context ends with it. Which of the two timers fires first at
+// that instant varies, so the case runs many times.
+func TestHedgeNoAttemptAtTheDeadline(t *testing.T) {
+	for range 40 {
+		synctest.Test(t, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 2*hedgeDelay)
+			defer cancel()
+			var started atomic.Int32
+			p := resil.New[int]().Hedge(resil.HedgePolicy{Delay: hedgeDelay, MaxHedges: 2})
+			_, err := p.Run(ctx, func(ctx context.Context) (int, error) {
+				started.Add(1)
+				<-ctx.Done()
+				return 0, ctx.Err()
+			})
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+			synctest.Wait()
+			require.Equal(t, int32(2), started.Load(), "the attempt due at the deadline did not start")
+		})
+	}
+}
+
 func TestHedgeContextEnds(t *testing.T) {
 	t.Run("before Run", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())

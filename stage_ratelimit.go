@@ -134,12 +134,11 @@ func NewRateLimiter(policy RateLimitPolicy) *RateLimiter {
 // may not, it claims nothing and returns how long until a call would pass
 // without waiting (> 0) and false.
 //
-// Every decision of the limiter goes through reserve (and a cancelled wait
-// through unreserve): it is the one place where the bucket's state is kept.
+// Every decision of a local limiter goes through reserve (and a cancelled
+// wait through unreserve): it is the one place where the bucket's state is
+// kept. A shared limiter asks its share instead (see admit), whose local
+// bucket is a local limiter.
 func (l *RateLimiter) reserve(now, maxWait int64) (wait int64, ok bool) {
-	if l.share != nil {
-		return l.share.reserve(now, maxWait) // the fleet's bucket: a round trip
-	}
 	for {
 		tat := l.tat.Load()
 		base := max(tat, now) // a tat in the past is a full bucket
@@ -161,9 +160,19 @@ func (l *RateLimiter) reserve(now, maxWait int64) (wait int64, ok bool) {
 // would be refused. It returns the instant the decision was made at, which
 // is what unreserve must be given. A fleet limiter decides on its server's
 // clock, so it is asked once.
+//
+// For a shared limiter, at is fleetTurn when the fleet granted the turn:
+// unreserve never gives such a turn back.
 func (l *RateLimiter) admit(now, maxWait int64) (at, wait int64, ok bool) {
+	if l.share != nil {
+		wait, ok, fleet := l.share.reserve(now, maxWait) // a round trip
+		if fleet {
+			now = fleetTurn
+		}
+		return now, wait, ok
+	}
 	wait, ok = l.reserve(now, maxWait)
-	if ok || l.share != nil {
+	if ok {
 		return now, wait, ok
 	}
 	fresh := clock()
@@ -203,7 +212,9 @@ type rateLimitStage[T any] struct {
 // it at l's rate. A call that finds a token passes at once. A call whose
 // turn comes within the policy's MaxWait and before its context's deadline
 // waits for it (on the caller's goroutine, with one timer); if the context
-// ends during the wait, the call returns ctx.Err() and gives its turn back.
+// ends during the wait, the call returns ctx.Err() and gives its turn back
+// (when no later call has claimed a turn after it: those keep theirs, and
+// the rate bound holds).
 // Any other call fails at once, taking no token, with an error that matches
 // ErrRateLimited and whose RetryAfter() says how long until a call would
 // pass without waiting, so that a Retry added after RateLimit waits exactly
@@ -228,10 +239,11 @@ func (s rateLimitStage[T]) compile() stageFunc[T] {
 		now := clock()
 		maxWait := l.maxWait
 		if maxWait > 0 {
-			// No turn beyond the context's deadline: the call could not use it.
-			// time.Until saturates instead of overflowing.
+			// No turn at or beyond the context's deadline: the context ends
+			// with it, so the call could not use it. time.Until saturates
+			// instead of overflowing.
 			if deadline, ok := ctx.Deadline(); ok {
-				maxWait = min(maxWait, max(int64(time.Until(deadline)), 0))
+				maxWait = min(maxWait, max(int64(time.Until(deadline))-1, 0))
 			}
 		}
 		now, wait, ok := l.admit(now, maxWait)

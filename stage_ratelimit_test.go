@@ -232,9 +232,20 @@ func TestRateLimitDeadline(t *testing.T) {
 		assert.Equal(t, 100*time.Millisecond, retryAfterOf(t, err))
 		assert.Zero(t, time.Since(start))
 
+		// Its turn is at the deadline, where the context ends: refused at
+		// once, as Retry refuses a wait that ends there.
 		ctx2, cancel2 := context.WithTimeout(t.Context(), 100*time.Millisecond)
 		defer cancel2()
-		_, err = p.Run(ctx2, passFn) // its turn is at the deadline: it waits
+		_, err = p.Run(ctx2, passFn)
+		require.ErrorIs(t, err, resil.ErrRateLimited)
+		assert.Zero(t, time.Since(start))
+
+		ctx3, cancel3 := context.WithTimeout(t.Context(), 100*time.Millisecond+1)
+		defer cancel3()
+		_, err = p.Run(ctx3, func(ctx context.Context) (int, error) {
+			require.NoError(t, ctx.Err(), "fn runs before its deadline")
+			return 1, nil
+		}) // its turn is just before the deadline: it waits
 		require.NoError(t, err)
 		assert.Equal(t, 100*time.Millisecond, time.Since(start))
 	})
