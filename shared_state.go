@@ -332,7 +332,7 @@ func NewSharedRateLimiter(policy RateLimitPolicy, share RateLimitShare) (*RateLi
 		panic("resil: NewSharedRateLimiter share must be non-nil, got nil")
 	}
 	l := NewRateLimiter(policy)
-	rs := &rateShare{s: share, policy: policy}
+	rs := &rateShare{s: share, policy: policy, fraction: 1}
 	rs.local.Store(NewRateLimiter(policy))
 	l.share = rs
 	return l, RateLimiterLink{l: l}
@@ -378,7 +378,7 @@ type rateShare struct {
 	local  atomic.Pointer[RateLimiter] // the local share, for when the store cannot answer
 
 	mu       sync.Mutex // serialises SetLocalShare
-	fraction float64    // of the current local share; 0 until SetLocalShare
+	fraction float64    // of the current local share; 1 until SetLocalShare
 }
 
 // reserve is RateLimiter.reserve for a shared limiter: the fleet's bucket

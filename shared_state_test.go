@@ -383,7 +383,8 @@ func TestSharedBreakerAcquirePanicReturnsTrialPlace(t *testing.T) {
 	})
 }
 
-// scriptRateShare answers Reserve from a script of (wait, answer) pairs.
+// scriptRateShare answers Reserve from a script of (wait, answer) pairs,
+// then ShareUnavailable.
 type scriptRateShare struct {
 	mu      sync.Mutex
 	answers []resil.ShareAnswer
@@ -393,6 +394,9 @@ type scriptRateShare struct {
 func (s *scriptRateShare) Reserve(time.Duration) (time.Duration, resil.ShareAnswer) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if len(s.answers) == 0 {
+		return 0, resil.ShareUnavailable
+	}
 	a, w := s.answers[0], s.waits[0]
 	s.answers, s.waits = s.answers[1:], s.waits[1:]
 	return w, a
@@ -434,6 +438,24 @@ func TestSharedRateLimiterCancelledFleetTurnStaysOffLocal(t *testing.T) {
 		wg.Wait()
 		require.ErrorIs(t, errC, context.Canceled)
 		assert.Equal(t, []time.Duration{0, time.Second, 2 * time.Second}, passed)
+	})
+}
+
+// Setting the fraction the local share already has keeps its bucket, the
+// first time too (the local share starts as the whole policy).
+func TestSharedRateLimiterSameShareKeepsBucket(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l, link := resil.NewSharedRateLimiter(resil.RateLimitPolicy{Rate: 1, Burst: 1}, &scriptRateShare{})
+		p := resil.New[int]().RateLimit(l)
+		_, err := p.Run(t.Context(), passFn)
+		require.NoError(t, err)
+		_, err = p.Run(t.Context(), passFn)
+		require.ErrorIs(t, err, resil.ErrRateLimited)
+		for _, f := range []float64{1, 1, math.NaN()} { // NaN is taken as 1
+			link.SetLocalShare(f)
+			_, err = p.Run(t.Context(), passFn)
+			require.ErrorIs(t, err, resil.ErrRateLimited, "SetLocalShare(%v) refilled the bucket", f)
+		}
 	})
 }
 
