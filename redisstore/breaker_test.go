@@ -327,3 +327,39 @@ func (h countHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 		return next(ctx, cmds)
 	}
 }
+
+// After Close a store's breakers decide on local state only: the fleet's
+// last counts leave their windows (they would never age out, since no sync
+// replaces them), so one local failure below MinCalls leaves them closed.
+func TestClosedStoreDropsFleetCounts(t *testing.T) {
+	srv := startRedis(t)
+	policy := resil.BreakerPolicy{FailureRatio: 0.5, MinCalls: 10, Window: time.Minute}
+	run := func(b *resil.Breaker, fail bool) {
+		_, _ = resil.New[int]().Breaker(b).Run(context.Background(), func(context.Context) (int, error) {
+			if fail {
+				return 0, errDown
+			}
+			return 1, nil
+		})
+	}
+	// a syncs only when woken (a new breaker name wakes it), so that Close
+	// cannot race with a tick whose failure would clear the counts anyway.
+	sa := redisstore.New(client(t, srv.Addr()), redisstore.Options{SyncEvery: time.Hour, Timeout: time.Second})
+	sb := redisstore.New(client(t, srv.Addr()), redisstore.Options{SyncEvery: 20 * time.Millisecond, Timeout: time.Second})
+	defer sb.Close()
+	a, b := sa.Breaker("dep", policy), sb.Breaker("dep", policy)
+	for range 5 { // b: 5 successes and 4 failures, 9 calls < MinCalls: closed
+		run(b, false)
+	}
+	for range 4 {
+		run(b, true)
+	}
+	time.Sleep(200 * time.Millisecond) // real time: b publishes its counts (SyncEvery 20ms)
+	sa.Breaker("wake", policy)         // a syncs: it now holds b's counts
+	time.Sleep(200 * time.Millisecond) // real time: a's sync round trip
+	require.Equal(t, resil.StateClosed, a.State())
+	require.Equal(t, resil.StateClosed, b.State())
+	require.NoError(t, sa.Close())
+	run(a, true) // with b's counts, 10 calls, half failed: it would trip
+	assert.Equal(t, resil.StateClosed, a.State(), "one local failure, 1 call < MinCalls")
+}

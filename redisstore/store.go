@@ -175,6 +175,17 @@ func (s *Store) Close() error {
 		close(s.done)
 		<-s.stopped
 		s.calls.Wait()
+		// On local state only: the fleet's last counts leave the
+		// breakers' windows now, since no sync will ever replace them.
+		s.mu.Lock()
+		bs := make([]*fleetBreaker, 0, len(s.breakers))
+		for _, fb := range s.breakers {
+			bs = append(bs, fb)
+		}
+		s.mu.Unlock()
+		for _, fb := range bs {
+			fb.link.SetFleet(fb.link.Snapshot().Gen, 0, 0)
+		}
 	})
 	return nil
 }

@@ -2,10 +2,13 @@ package resilhttp_test
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/resil-go/resil"
@@ -65,6 +68,34 @@ func TestHedgeNeverResendsPOST(t *testing.T) {
 		assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
 		assert.Equal(t, "busy\n", readBody(t, resp))
 		assert.Equal(t, int32(1), hits.Load())
+	})
+}
+
+// refusingRT fails every request as a refused connection would.
+type refusingRT struct{ calls atomic.Int32 }
+
+func (rt *refusingRT) RoundTrip(r *http.Request) (*http.Response, error) {
+	rt.calls.Add(1)
+	if r.Body != nil {
+		_ = r.Body.Close()
+	}
+	return nil, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+}
+
+// TestHedgedPOSTKeepsItsNetworkError: the one attempt of a POST fails
+// without a response; the hedge scheduled after it may not send the POST
+// again and fails last, but the caller gets the attempt's network error,
+// as without Hedge.
+func TestHedgedPOSTKeepsItsNetworkError(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		base := &refusingRT{}
+		p := resil.New[*http.Response]().Hedge(resil.HedgePolicy{Delay: 20 * time.Millisecond})
+		client := &http.Client{Transport: &resilhttp.Transport{Base: base, Pipeline: p}}
+		_, err := client.Post("http://127.0.0.1:1/", "text/plain", strings.NewReader("charge"))
+		require.ErrorIs(t, err, syscall.ECONNREFUSED)
+		var op *net.OpError
+		assert.ErrorAs(t, err, &op)
+		assert.Equal(t, int32(1), base.calls.Load(), "sent once")
 	})
 }
 

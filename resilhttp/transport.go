@@ -149,11 +149,15 @@ func (c *call) end(resp *http.Response, err error) (*http.Response, error) {
 			}
 		} else if se := statusErrorOf(err); se != nil && c.owns(se.resp) {
 			resp, err = se.resp, nil
-		} else if out := c.out.Load(); out != nil && errors.Is(err, errOnce) {
+		} else if errors.Is(err, errOnce) {
 			// A later (hedged) attempt of a request that may not be sent
 			// again failed last; the only answer there is came from the
-			// one attempt that called Base.
-			resp, err = out, nil
+			// one attempt that called Base: its response, or its error.
+			if out := c.out.Load(); out != nil {
+				resp, err = out, nil
+			} else if first := c.once.Load(); first != nil {
+				err = *first
+			}
 		}
 	} else if resp == nil {
 		err = errNilResponse
@@ -217,6 +221,7 @@ type call struct {
 	// attempts. Atomics, not a mutex: every attempt passes here twice.
 	state atomic.Uint64
 	out   atomic.Pointer[http.Response] // the first response an attempt produced
+	once  atomic.Pointer[error]         // the error of the one attempt that called Base, when !replay
 
 	mu   sync.Mutex       // guards more and idle: rare (retried failures, hedges)
 	more []*http.Response // the responses produced after out
@@ -247,6 +252,10 @@ func attempt(ctx context.Context) (*http.Response, error) {
 		return nil, resil.Permanent(errFinished)
 	}
 	resp, kept, err := c.try(ctx)
+	if err != nil && !c.replay && !errors.Is(err, errOnce) {
+		first := err // its own variable: only this path allocates
+		c.once.CompareAndSwap(nil, &first)
+	}
 	c.leave(kept)
 	return resp, err
 }

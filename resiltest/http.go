@@ -223,7 +223,10 @@ func (h *FlakyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		hdr[k] = append([]string(nil), vs...)
 	}
 	if rep.RetryAfter > 0 {
-		secs := (rep.RetryAfter + time.Second - 1) / time.Second
+		secs := rep.RetryAfter / time.Second // rounded up without overflowing
+		if rep.RetryAfter%time.Second != 0 {
+			secs++
+		}
 		hdr.Set("Retry-After", strconv.FormatInt(int64(secs), 10))
 	}
 	if hdr.Get("Content-Type") == "" {

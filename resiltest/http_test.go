@@ -129,6 +129,27 @@ func TestHandlerDropWithoutHijackAborts(t *testing.T) {
 	})
 }
 
+// RetryAfter is sent in whole seconds, rounded up, over the whole range
+// of time.Duration.
+func TestHandlerRetryAfterHeader(t *testing.T) {
+	tests := []struct {
+		d    time.Duration
+		want string
+	}{
+		{time.Nanosecond, "1"},
+		{time.Second, "1"},
+		{1500 * time.Millisecond, "2"},
+		{math.MaxInt64, "9223372037"},
+		{math.MaxInt64 - time.Second/2, "9223372037"},
+	}
+	for _, tt := range tests {
+		h := resiltest.Handler(resiltest.Reply{Status: http.StatusServiceUnavailable, RetryAfter: tt.d})
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+		assert.Equal(t, tt.want, rec.Header().Get("Retry-After"), "RetryAfter %v", tt.d)
+	}
+}
+
 func TestHandlerBadReplyPanics(t *testing.T) {
 	require.PanicsWithValue(t, "resiltest: Handler reply 2: Reply.Times must be >= 0, got -1", func() {
 		resiltest.Handler(resiltest.Reply{}, resiltest.Reply{Times: -1})
