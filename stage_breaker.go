@@ -127,7 +127,12 @@ const (
 // per P) and those it counts until its batch fills or a failure folds carry
 // the date of the first of them: early by up to the pause. A failure folds
 // everything first, so a success is never dated before the last failure
-// that preceded it.
+// that preceded it. Where a P has no counter of its own (32-bit platforms,
+// or a P added by raising GOMAXPROCS after NewBreaker), its successes share
+// one counter (a compare-and-swap each) that dates what it holds at the
+// last fold: a first success within half a bucket of that fold is held and
+// dated there, up to Window/40 earlier than a P's own counter dates it
+// (steady traffic still leaves at most Window/10 early).
 //
 // An open breaker reads the clock on each rejected call, the one cost of
 // its rejected path: OpenFor ends without a timer, so only the time can say
