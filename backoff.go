@@ -10,7 +10,8 @@ import (
 // after the first failed attempt). A Backoff is a pure function of retry (up
 // to its jitter), safe for concurrent use. The constructors below never
 // return a negative delay or one above their max, for any retry from 1 to
-// math.MaxInt; a retry below 1 is treated as 1.
+// math.MaxInt; a retry below 1 is treated as 1. The zero Backoff (nil)
+// cannot be called; in RetryPolicy it means ExponentialJitter(100ms, 10s).
 type Backoff func(retry int) time.Duration
 
 // Constant returns a Backoff that waits d before every retry. Constant(0)

@@ -58,7 +58,8 @@ func (e *timeoutError) Timeout() bool { return true }
 // RetryError is returned by a Retry stage that gave up on a retryable error:
 // its attempts ran out, or the next wait would have crossed
 // RetryPolicy.MaxElapsed or the context's deadline, or a retry budget denied
-// the next retry. errors.Is and errors.As see through it to Err.
+// the next retry. errors.Is and errors.As see through it to Err. The zero
+// RetryError reports 0 attempts and wraps no error.
 type RetryError struct {
 	Attempts int   // attempts made, the first included
 	Err      error // the last attempt's error

@@ -20,7 +20,9 @@ import (
 // interleave and carry no call identity, so an Observer shared by several
 // pipelines or goroutines must be safe for concurrent use and should treat
 // each event on its own. Events are passed by value; an Observer may keep
-// them.
+// them. Stages inside a Hedge report from the attempts' goroutines, and an
+// attempt that lost the race may still report after Run has returned (see
+// EventSuccess). A nil Observer is no observer: Observe(nil) removes one.
 type Observer interface {
 	Observe(ctx context.Context, e Event)
 }
@@ -30,30 +32,38 @@ type EventKind int
 
 const (
 	// EventAttempt: an attempt is about to call fn (every stage has let it
-	// through). Attempt is its number as the nearest Retry around it counts
-	// them; 1 when there is none.
+	// through). Attempt is its number as the nearest Retry or Hedge around
+	// it counts them (a Hedge inside a Retry numbers its attempts from 1
+	// within each of the Retry's); 1 when there is none.
 	EventAttempt EventKind = iota
 	// EventRetry: an attempt failed with Err and will be retried after
 	// Delay. Attempt is the number of the attempt that failed.
 	EventRetry
 	// EventSuccess: the call (one Run) returned without error. It is the
-	// call's last event.
+	// call's last event, except for the events of stages inside a Hedge
+	// whose attempt lost the race and was still running when Run returned:
+	// they arrive when that attempt ends (a Breaker inside the Hedge may
+	// report its late failure, and an EventStateChange it causes), from the
+	// attempt's goroutine.
 	EventSuccess
 	// EventFailure: the call (one Run) returned Err. It is the call's last
-	// event. A call ended by a panic reports neither EventSuccess nor
+	// event, with the same exception as EventSuccess for stages inside a
+	// Hedge. A call ended by a panic reports neither EventSuccess nor
 	// EventFailure.
 	EventFailure
 	// EventTimeout: a Timeout stage's own deadline ended the stages it
 	// wraps; Err is the error it returned (it matches ErrTimeout). Attempt
-	// is the attempt it cut short when a Retry is around the Timeout, and 0
-	// when none is (the Timeout bounds the whole call).
+	// is the attempt it cut short when a Retry or Hedge is around the
+	// Timeout (numbered as for EventAttempt), and 0 when none is (the
+	// Timeout bounds the whole call).
 	EventTimeout
 	// EventRejected: a stage refused the call without running what it
 	// wraps, or a Retry stage's budget refused a retry; Err says which
 	// (ErrBreakerOpen, ErrBulkheadFull, ErrRateLimited,
 	// ErrRetryBudgetExhausted, a Chaos fault). Attempt is the attempt
-	// refused when a Retry is around the stage and 0 when none is; for a
-	// refused retry, the attempt whose retry it was.
+	// refused when a Retry or Hedge is around the stage (numbered as for
+	// EventAttempt) and 0 when none is; for a refused retry, the attempt
+	// whose retry it was.
 	EventRejected
 	// EventFallback: a Fallback stage served the call; Err is the error it
 	// replaced.

@@ -36,7 +36,8 @@ import (
 // from one breaker. A Breaker made by NewSharedBreaker calls it only on its
 // rare paths, never on a closed call that succeeds and never while the
 // breaker's lock is held. Implementations must be safe for concurrent use:
-// the methods are called from the goroutines that call the breaker.
+// the methods are called from the goroutines that call the breaker. There
+// is no nil BreakerShare: NewSharedBreaker panics on one.
 type BreakerShare interface {
 	// Tripped tells the share that the breaker opened because of its own
 	// failures, so that it can tell the rest of the fleet. It is called on
@@ -306,6 +307,7 @@ func (s *breakerShare) settle(o outcome) ShareAnswer {
 // RateLimitShare is the bucket a rate limiter shares with other processes,
 // seen from one limiter. Implementations must be safe for concurrent use:
 // Reserve is called on the goroutine of every call through the limiter.
+// There is no nil RateLimitShare: NewSharedRateLimiter panics on one.
 type RateLimitShare interface {
 	// Reserve asks the fleet's bucket for the turn of one call that may
 	// wait up to maxWait. ShareYes: the turn is claimed, and the call

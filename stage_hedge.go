@@ -50,8 +50,10 @@ type hedgeStage[T any] struct {
 // its time comes before the context's deadline. When the context ends, no
 // attempt is started and Run returns ctx.Err() at once (a success already
 // received is returned instead). The attempts are numbered from 1
-// (Event.Attempt), and stages inside Hedge report their events from the
-// attempt's goroutine, so several may report at once.
+// (Event.Attempt; inside a Retry, from 1 again for each of the Retry's
+// attempts), and stages inside Hedge report their events from the
+// attempt's goroutine, so several may report at once, and an attempt that
+// lost may report after Run has returned.
 //
 // Goroutines: every attempt runs on a goroutine of its own, the first one
 // included, and Run waits for the first answer on the caller's goroutine.

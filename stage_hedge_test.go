@@ -88,6 +88,64 @@ func TestHedgeScheduleAndAttemptNumbers(t *testing.T) {
 	})
 }
 
+// TestHedgeAttemptNumbersInsideRetry pins the numbering Event.Attempt
+// documents: a Hedge inside a Retry numbers its attempts from 1 again for
+// each of the Retry's attempts.
+func TestHedgeAttemptNumbersInsideRetry(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		log := &obsRecorder{}
+		boom := errors.New("slow failure")
+		dep := resiltest.Script[int](resiltest.Fail(boom, 4).After(3 * hedgeDelay))
+		p := resil.New[int]().
+			Hedge(resil.HedgePolicy{Delay: hedgeDelay, MaxHedges: 1}).
+			Retry(resil.RetryPolicy{MaxAttempts: 2, Backoff: resil.Constant(0)}).
+			Observe(log)
+		_, err := p.Run(t.Context(), dep.Call)
+		require.ErrorIs(t, err, boom)
+		var got []int
+		for _, e := range log.kinds(resil.EventAttempt) {
+			got = append(got, e.Attempt)
+		}
+		assert.Equal(t, []int{1, 2, 1, 2}, got)
+		retries := log.kinds(resil.EventRetry)
+		require.Len(t, retries, 1)
+		assert.Equal(t, 1, retries[0].Attempt, "EventRetry carries the Retry's number")
+	})
+}
+
+// TestHedgeLoserReportsAfterRun pins what EventSuccess's doc says: a
+// Breaker inside a Hedge reports the late failure of an attempt that lost,
+// after Run returned and after EventSuccess, from the attempt's goroutine.
+func TestHedgeLoserReportsAfterRun(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		log := &obsRecorder{}
+		b := resil.NewBreaker(resil.BreakerPolicy{MinCalls: 1})
+		p := resil.New[int]().Breaker(b).Hedge(resil.HedgePolicy{Delay: hedgeDelay}).Observe(log)
+		var calls atomic.Int32
+		v, err := p.Run(t.Context(), func(ctx context.Context) (int, error) {
+			if calls.Add(1) == 1 {
+				time.Sleep(10 * hedgeDelay) // slow, and does not watch ctx
+				return 0, errors.New("late failure")
+			}
+			return 1, nil
+		})
+		require.NoError(t, err)
+		assert.Equal(t, 1, v)
+		events := log.take()
+		require.NotEmpty(t, events)
+		assert.Equal(t, resil.EventSuccess, events[len(events)-1].Kind)
+		assert.Equal(t, resil.StateClosed, b.State())
+
+		time.Sleep(10 * hedgeDelay)
+		synctest.Wait()
+		late := log.take()
+		require.Len(t, late, 1, "the loser's failure opens the breaker after Run returned")
+		assert.Equal(t, resil.EventStateChange, late[0].Kind)
+		assert.Equal(t, resil.StateOpen, late[0].To)
+		assert.Equal(t, resil.StateOpen, b.State())
+	})
+}
+
 func TestHedgeFailureDoesNotAdvanceSchedule(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		dep := resiltest.Script[string](resiltest.Fail(errors.New("fast failure"), 1), resiltest.Return("second"))

@@ -38,7 +38,8 @@ type RetryPolicy struct {
 	Budget *RetryBudget
 }
 
-// RetryEvent describes a failed attempt about to be retried.
+// RetryEvent describes a failed attempt about to be retried. Retry sets
+// every field; the zero RetryEvent describes no attempt.
 type RetryEvent struct {
 	Attempt int           // the attempt that just failed, from 1
 	Err     error         // its error

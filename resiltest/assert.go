@@ -14,14 +14,16 @@ import (
 // *testing.B and *testing.F satisfy it, as does any type with these two
 // methods. The assertions report with Errorf and return whether they
 // passed, as testify's assert functions do: stop with t.FailNow when a
-// check must hold for the rest of a test.
+// check must hold for the rest of a test. The assertions need a non-nil
+// TB.
 type TB interface {
 	Helper()
 	Errorf(format string, args ...any)
 }
 
 // Transition is one state change of a circuit breaker, as a BreakerLog
-// recorded it.
+// recorded it. The zero Transition records no change (closed to closed at
+// the zero time).
 type Transition struct {
 	At       time.Time // when OnStateChange reported it
 	From, To resil.BreakerState

@@ -107,7 +107,8 @@ func (s Step) String() string {
 
 // Call is the record of one call of a Fake (or one request a
 // FlakyHandler served). Times come from the time package, so inside a
-// testing/synctest bubble they are the bubble's fake time.
+// testing/synctest bubble they are the bubble's fake time. The zero Call
+// records no call (Attempt 0).
 type Call struct {
 	// Attempt is the call's number on its fake, from 1. When one Run of a
 	// pipeline is all that calls the fake, it is the attempt number.
@@ -128,7 +129,8 @@ type Call struct {
 var seq atomic.Uint64
 
 // Recorder is what the assertions read: a Fake, a FlakyHandler, or any
-// record of calls in the order they started.
+// record of calls in the order they started. The assertions need a non-nil
+// Recorder.
 type Recorder interface {
 	Calls() []Call
 }

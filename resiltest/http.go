@@ -47,7 +47,8 @@ type Reply struct {
 // one (RandomHandler), and records each request as a Call (Start, End,
 // Status; Attempt is the request's number). It is safe for concurrent
 // use; concurrent requests take the replies in the order they arrive. It
-// must be created by Handler or RandomHandler.
+// must be created by Handler or RandomHandler; the zero FlakyHandler is not
+// usable.
 type FlakyHandler struct {
 	replies []Reply
 	gen     func(n int) Reply

@@ -12,8 +12,9 @@ import (
 // inside a testing/synctest bubble, whose fake clock stops while a
 // goroutine waits on a socket, but not on a pipe. Requests reach it only
 // through Client or Transport, whatever the URL's host. Create it with
-// NewServer, inside the bubble that uses it, and Close it before the
-// bubble ends. It is safe for concurrent use.
+// NewServer, inside the bubble that uses it (the zero Server is not
+// usable), and Close it before the bubble ends. It is safe for concurrent
+// use.
 //
 // Its transport opens a new connection for every request (no keep-alive),
 // so a request never fails for what happened to an earlier one, and
