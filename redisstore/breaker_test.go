@@ -259,6 +259,9 @@ func TestFleetTrialLeaseExpires(t *testing.T) {
 	stuck := make(chan struct{})
 	held := make(chan struct{})
 	done := make(chan struct{})
+	// took comes before the lease is granted, so that a stall between the
+	// grant and the clock read cannot shorten what it measures.
+	took := time.Now()
 	go func() {
 		defer close(done)
 		_, _ = resil.New[int]().Breaker(f[0].b).Run(context.Background(), func(context.Context) (int, error) {
@@ -268,7 +271,6 @@ func TestFleetTrialLeaseExpires(t *testing.T) {
 		})
 	}()
 	<-held
-	took := time.Now()
 	require.ErrorIs(t, f[1].call(false), resil.ErrBreakerOpen, "the place is taken")
 	require.Eventually(t, func() bool { return f[1].call(false) == nil }, lease+time.Second, 10*time.Millisecond,
 		"the lease expires and another replica gets the place")

@@ -123,7 +123,9 @@ func TestLatencyAboveTimeoutRetried(t *testing.T) {
 	proxy, url, _ := setup(t)
 	name := addToxic(t, proxy, `{"type":"latency","stream":"downstream","attributes":{"latency":3000}}`)
 	var first error
-	client, c := newClient(t, resil.New[*http.Response]().Timeout(200*time.Millisecond).Retry(healOnRetry(t, proxy, &name, &first)))
+	// The Timeout leaves the healed attempt (a new connection through the
+	// proxy) ample time on a slow machine, and is far below the latency.
+	client, c := newClient(t, resil.New[*http.Response]().Timeout(time.Second).Retry(healOnRetry(t, proxy, &name, &first)))
 	start := time.Now()
 	body, err := get(t, client, url)
 	require.NoError(t, err)
@@ -192,7 +194,8 @@ func TestSilentPeerRetried(t *testing.T) {
 	// timeout 0: data is swallowed and the connection is never closed.
 	name := addToxic(t, proxy, `{"type":"timeout","stream":"upstream","attributes":{"timeout":0}}`)
 	var first error
-	client, c := newClient(t, resil.New[*http.Response]().Timeout(200*time.Millisecond).Retry(healOnRetry(t, proxy, &name, &first)))
+	// A Timeout that leaves the healed attempt ample time on a slow machine.
+	client, c := newClient(t, resil.New[*http.Response]().Timeout(time.Second).Retry(healOnRetry(t, proxy, &name, &first)))
 	start := time.Now()
 	body, err := get(t, client, url)
 	require.NoError(t, err)
