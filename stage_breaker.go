@@ -815,7 +815,10 @@ func (s breakerStage[T]) compile() stageFunc[T] {
 			return v, nil
 		}
 		s.failedClosed(ctx, &n, w>>2, err) // outlined: keeps this frame small
-		var zero T
+		if s.inner != nil {
+			return v, err // a Fallback inside may have supplied v
+		}
+		var zero T // fn's own value is dropped: see next.run
 		return zero, err
 	}
 }

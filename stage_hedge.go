@@ -165,7 +165,7 @@ func (s hedgeStage[T]) race(ctx context.Context, n next[T]) (T, error) {
 				return zero, err
 			}
 			if answered == started && !s.mayStart(ctx, started, lastStart) {
-				return zero, r.err
+				return r.v, r.err // a Fallback inside may have supplied r.v
 			}
 		case <-timer.C:
 			if err := ctx.Err(); err != nil {
