@@ -227,6 +227,13 @@ func (b *RetryBudget) advance(idx int64) {
 
 // withdraw asks for a retry at now and records it when allowed.
 func (b *RetryBudget) withdraw(now int64) bool {
+	_, ok := b.take(now)
+	return ok
+}
+
+// take is withdraw that also returns the bucket the retry was recorded in,
+// for refund.
+func (b *RetryBudget) take(now int64) (int64, bool) {
 	idx := floorDiv(now, b.width)
 	b.advance(idx) // later calls are dated in this bucket, or a later one
 	b.mu.Lock()
@@ -255,12 +262,24 @@ func (b *RetryBudget) withdraw(now int64) bool {
 		allowed += b.ratio * float64(calls)
 	}
 	if float64(retries+1) > allowed {
-		return false
+		return idx, false
 	}
 	r := &b.retries[floorMod(idx, budgetSlots)]
 	if r.idx != idx {
 		r.idx, r.n = idx, 0
 	}
 	r.n++
-	return true
+	return idx, true
+}
+
+// refund gives back a retry that take recorded in bucket idx and that was
+// not made after all (its wait was cut short by the context, or a callback
+// announcing it panicked). A bucket that has since been reused no longer
+// counts, and is left alone.
+func (b *RetryBudget) refund(idx int64) {
+	b.mu.Lock()
+	if r := &b.retries[floorMod(idx, budgetSlots)]; r.idx == idx && r.n > 0 {
+		r.n--
+	}
+	b.mu.Unlock()
 }

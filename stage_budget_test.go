@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -125,6 +126,73 @@ func TestRetryBudgetDenialReturnsAtOnce(t *testing.T) {
 		assert.ErrorIs(t, err, resil.ErrRetryBudgetExhausted)
 		resiltest.AssertAttempts(t, dep, 4)
 	})
+}
+
+// TestRetryBudgetRefundsRetriesNotMade: a retry the budget granted but that
+// is never made (the context ends during its wait, or OnRetry or the
+// observer panics or exits announcing it) gives its place back, so the next
+// call still gets the reserve's one retry. A retry that is made keeps it.
+func TestRetryBudgetRefundsRetriesNotMade(t *testing.T) {
+	errDown := errors.New("down")
+	tests := []struct {
+		name    string
+		onRetry func(resil.RetryEvent)
+		obs     resil.Observer
+		cancel  bool // cancel the first call's context during its wait
+		made    bool // the first call's retry is made
+	}{
+		{name: "context ends during the wait", cancel: true},
+		{name: "OnRetry panics", onRetry: func(resil.RetryEvent) { panic("boom") }},
+		{name: "OnRetry exits", onRetry: func(resil.RetryEvent) { runtime.Goexit() }},
+		{name: "the observer panics", obs: &panicky{on: resil.EventRetry, armed: true}},
+		{name: "the retry is made", made: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				// Reserve: 0.1/s × 10s = 1 retry; the calls' share is negligible.
+				budget := resil.NewRetryBudget(resil.RetryBudgetPolicy{Ratio: 1e-6, MinPerSecond: 0.1, TTL: 10 * time.Second})
+				policy := resil.RetryPolicy{MaxAttempts: 2, Backoff: resil.Constant(time.Second), Budget: budget}
+				first := resil.New[int]().Retry(resil.RetryPolicy{
+					MaxAttempts: 2, Backoff: resil.Constant(time.Second), Budget: budget, OnRetry: tt.onRetry,
+				})
+				if tt.obs != nil {
+					first = first.Observe(tt.obs)
+				}
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				if tt.cancel {
+					time.AfterFunc(500*time.Millisecond, cancel)
+				}
+				var calls atomic.Int32
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					defer func() { _ = recover() }()
+					_, _ = first.Run(ctx, func(context.Context) (int, error) { calls.Add(1); return 0, errDown })
+				}()
+				<-done
+				if tt.made {
+					require.Equal(t, int32(2), calls.Load())
+				} else {
+					require.Equal(t, int32(1), calls.Load(), "no retry was made")
+				}
+
+				calls.Store(0)
+				_, err := resil.New[int]().Retry(policy).Run(context.Background(), func(context.Context) (int, error) {
+					calls.Add(1)
+					return 0, errDown
+				})
+				if tt.made {
+					require.ErrorIs(t, err, resil.ErrRetryBudgetExhausted, "the reserve's one retry was spent")
+					assert.Equal(t, int32(1), calls.Load())
+				} else {
+					require.NotErrorIs(t, err, resil.ErrRetryBudgetExhausted, "the reserve's one retry is back")
+					assert.Equal(t, int32(2), calls.Load())
+				}
+			})
+		})
+	}
 }
 
 func TestRetryBudgetNotAskedWithoutRetry(t *testing.T) {

@@ -33,8 +33,10 @@ type RetryPolicy struct {
 	// (see RetryBudget). Each run of this stage that makes an attempt
 	// counts as a call; each retry is asked of the budget before its wait,
 	// and a denied retry is not made: Retry returns at once with an error
-	// that matches ErrRetryBudgetExhausted and is a *RetryError. nil means
-	// no budget.
+	// that matches ErrRetryBudgetExhausted and is a *RetryError. A granted
+	// retry that is not made after all (the context ends during its wait,
+	// or OnRetry or the observer panics announcing it) is given back. nil
+	// means no budget.
 	Budget *RetryBudget
 }
 
@@ -245,14 +247,17 @@ func (s retryStage[T]) retry(ctx context.Context, n next[T], start int64, v T, e
 		if !p.mayWait(ctx, start, delay) {
 			return zero, &RetryError{Attempts: attempt, Err: err}
 		}
-		if p.budget != nil && !p.budget.withdraw(clock()) {
-			n.emit(ctx, Event{Kind: EventRejected, Attempt: attempt, Err: ErrRetryBudgetExhausted})
-			return zero, &budgetError{r: &RetryError{Attempts: attempt, Err: err}}
+		var spent int64 // the budget bucket this retry is recorded in
+		if p.budget != nil {
+			var ok bool
+			if spent, ok = p.budget.take(clock()); !ok {
+				n.emit(ctx, Event{Kind: EventRejected, Attempt: attempt, Err: ErrRetryBudgetExhausted})
+				return zero, &budgetError{r: &RetryError{Attempts: attempt, Err: err}}
+			}
 		}
-		if p.onRetry != nil {
-			p.onRetry(RetryEvent{Attempt: attempt, Err: err, Delay: delay})
+		if p.onRetry != nil || n.m != nil {
+			s.announce(ctx, &n, RetryEvent{Attempt: attempt, Err: err, Delay: delay}, spent)
 		}
-		n.emit(ctx, Event{Kind: EventRetry, Attempt: attempt, Err: err, Delay: delay})
 		if delay == 0 {
 			continue
 		}
@@ -264,10 +269,33 @@ func (s retryStage[T]) retry(ctx context.Context, n next[T], start int64, v T, e
 		select {
 		case <-ctx.Done():
 			timer.Stop()
+			if p.budget != nil {
+				p.budget.refund(spent) // the retry is not made
+			}
 			return zero, &stopError{cause: ctx.Err(), last: err}
 		case <-timer.C:
 		}
 	}
+}
+
+// announce reports a retry about to be made to OnRetry and to the
+// observer. When either panics (or calls runtime.Goexit), the retry is not
+// made, and the budget gets back what it recorded for it in bucket spent.
+func (s retryStage[T]) announce(ctx context.Context, n *next[T], e RetryEvent, spent int64) {
+	p := s.p
+	announced := false
+	if p.budget != nil {
+		defer func() {
+			if !announced {
+				p.budget.refund(spent)
+			}
+		}()
+	}
+	if p.onRetry != nil {
+		p.onRetry(e)
+	}
+	n.emit(ctx, Event{Kind: EventRetry, Attempt: e.Attempt, Err: e.Err, Delay: e.Delay})
+	announced = true
 }
 
 // mayWait reports whether a wait of delay, begun now, ends within
