@@ -103,7 +103,7 @@ const (
 // ErrBreakerOpen) when too many fail, and after a while admits trial calls
 // to decide whether to close again. It is safe for concurrent use and may
 // guard any number of pipelines of any T. Create it with NewBreaker; the
-// zero Breaker is not usable.
+// zero Breaker is not usable (Pipeline.Breaker refuses it).
 //
 // State moves only when calls (or State) look at it: there is no timer and
 // no goroutine. The closed path takes no lock and makes no locked
@@ -491,6 +491,14 @@ func (b *Breaker) fold(now int64, trigger int) {
 	b.foldBy.Store(now + b.width/2)
 }
 
+// made reports whether b was made by NewBreaker (or NewSharedBreaker):
+// the zero Breaker has no window.
+func (b *Breaker) made() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.width != 0
+}
+
 // addSat returns now+d for d >= 0, or math.MaxInt64 when that overflows
 // (an OpenFor of centuries means open until the process ends).
 func addSat(now, d int64) int64 {
@@ -774,10 +782,14 @@ type breakerStage[T any] struct {
 // success, a failure (an error marked Transient, or an unmarked error for
 // which BreakerPolicy.FailureIf holds) or ignored (a Permanent error, other
 // unmarked errors, a panic). The closed path takes no lock and allocates
-// nothing. It panics when b is nil.
+// nothing. It panics when b is nil or was not made by NewBreaker (a zero
+// Breaker).
 func (p Pipeline[T]) Breaker(b *Breaker) Pipeline[T] {
 	if b == nil {
 		panic("resil: Breaker b must be non-nil, got nil")
+	}
+	if !b.made() {
+		panic("resil: Breaker b must be made by NewBreaker, got a zero Breaker")
 	}
 	return p.with(breakerStage[T]{b: b, inner: p.outer}.compile())
 }

@@ -72,7 +72,8 @@ const (
 // a small reserve. Share one budget between every Retry stage that calls the
 // same dependency (set RetryPolicy.Budget); it may be shared by any number
 // of pipelines of any T and is safe for concurrent use. Create it with
-// NewRetryBudget; the zero RetryBudget is not usable.
+// NewRetryBudget; the zero RetryBudget is not usable (RetryPolicy.Validate
+// refuses it).
 //
 // A call is one run of a Retry stage that makes its first attempt, whatever
 // its outcome; it counts for TTL. A retry is allowed only when, counting

@@ -45,7 +45,7 @@ var ErrBulkheadFull error = &transientSentinel{sentinel{msg: "resil: bulkhead is
 // that one slow dependency cannot take every goroutine (or connection) of
 // its callers. Calls beyond the limit queue, first come first served, for
 // up to MaxWait. Create it with NewBulkhead; the zero Bulkhead is not
-// usable. It is safe for concurrent use and may guard any number of
+// usable (Pipeline.Bulkhead refuses it). It is safe for concurrent use and may guard any number of
 // pipelines of any T; they then share its slots.
 //
 // A call that finds a free slot and nobody queued takes it with one
@@ -229,10 +229,14 @@ type bulkheadStage[T any] struct {
 // The slot is released however the wrapped stages end: a value, an error,
 // a panic or runtime.Goexit. Calls run on the caller's goroutine. A call
 // that finds a free slot and no queue takes no lock and allocates nothing.
-// Bulkhead panics when b is nil.
+// Bulkhead panics when b is nil or was not made by NewBulkhead (a zero
+// Bulkhead).
 func (p Pipeline[T]) Bulkhead(b *Bulkhead) Pipeline[T] {
 	if b == nil {
 		panic("resil: Bulkhead b must be non-nil, got nil")
+	}
+	if b.max == 0 {
+		panic("resil: Bulkhead b must be made by NewBulkhead, got a zero Bulkhead")
 	}
 	return p.with(bulkheadStage[T]{b: b, inner: p.outer}.compile())
 }

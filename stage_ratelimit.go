@@ -81,7 +81,8 @@ const maxSpan = 1 << 60
 
 // RateLimiter is a token bucket shared by the pipelines that use it: it
 // lets calls pass at a sustained rate, with bursts up to the bucket's size.
-// Create it with NewRateLimiter; the zero RateLimiter is not usable. It is
+// Create it with NewRateLimiter; the zero RateLimiter is not usable
+// (Pipeline.RateLimit refuses it). It is
 // safe for concurrent use and may limit any number of pipelines of any T.
 //
 // It keeps a single word of state, the "theoretical arrival time" of the
@@ -224,10 +225,13 @@ type rateLimitStage[T any] struct {
 // allocates nothing. Before a call is turned away the clock is read again,
 // so that a call delayed between its first reading and the bucket is not
 // refused a token that has come due meanwhile. RateLimit panics when l is
-// nil.
+// nil or was not made by NewRateLimiter (a zero RateLimiter).
 func (p Pipeline[T]) RateLimit(l *RateLimiter) Pipeline[T] {
 	if l == nil {
 		panic("resil: RateLimit l must be non-nil, got nil")
+	}
+	if l.interval == 0 {
+		panic("resil: RateLimit l must be made by NewRateLimiter, got a zero RateLimiter")
 	}
 	return p.with(rateLimitStage[T]{l: l, inner: p.outer}.compile())
 }

@@ -36,7 +36,8 @@ type RetryPolicy struct {
 	// that matches ErrRetryBudgetExhausted and is a *RetryError. A granted
 	// retry that is not made after all (the context ends during its wait,
 	// or OnRetry or the observer panics announcing it) is given back. nil
-	// means no budget.
+	// means no budget; a budget not made by NewRetryBudget (a zero
+	// RetryBudget) is invalid.
 	Budget *RetryBudget
 }
 
@@ -57,6 +58,9 @@ func (p RetryPolicy) Validate() error {
 	}
 	if p.MaxElapsed < 0 {
 		return configError("RetryPolicy.MaxElapsed must be >= 0, got " + p.MaxElapsed.String())
+	}
+	if p.Budget != nil && p.Budget.width == 0 {
+		return configError("RetryPolicy.Budget must be made by NewRetryBudget, got a zero RetryBudget")
 	}
 	return nil
 }

@@ -39,3 +39,32 @@ func TestRunErrorMeansZeroValue(t *testing.T) {
 		})
 	}
 }
+
+// TestZeroSharedStateRefused: a Breaker, Bulkhead, RateLimiter or
+// RetryBudget not made by its constructor is refused when the pipeline is
+// built, with a message that names the argument and its constructor,
+// instead of failing obscurely (or not limiting at all) on a call.
+func TestZeroSharedStateRefused(t *testing.T) {
+	tests := []struct {
+		name  string
+		build func()
+		want  string
+	}{
+		{"Breaker", func() { resil.New[int]().Breaker(&resil.Breaker{}) },
+			"resil: Breaker b must be made by NewBreaker, got a zero Breaker"},
+		{"Bulkhead", func() { resil.New[int]().Bulkhead(&resil.Bulkhead{}) },
+			"resil: Bulkhead b must be made by NewBulkhead, got a zero Bulkhead"},
+		{"RateLimit", func() { resil.New[int]().RateLimit(&resil.RateLimiter{}) },
+			"resil: RateLimit l must be made by NewRateLimiter, got a zero RateLimiter"},
+		{"Retry's Budget", func() { resil.New[int]().Retry(resil.RetryPolicy{Budget: &resil.RetryBudget{}}) },
+			"resil: RetryPolicy.Budget must be made by NewRetryBudget, got a zero RetryBudget"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.PanicsWithValue(t, tt.want, tt.build)
+		})
+	}
+	err := resil.RetryPolicy{Budget: &resil.RetryBudget{}}.Validate()
+	assert.EqualError(t, err, "resil: RetryPolicy.Budget must be made by NewRetryBudget, got a zero RetryBudget")
+	assert.NoError(t, resil.RetryPolicy{Budget: resil.NewRetryBudget(resil.RetryBudgetPolicy{})}.Validate())
+}
