@@ -19,7 +19,8 @@ type RateLimitPolicy struct {
 	Rate float64
 	// Burst is the size of the bucket: how many calls may pass at once
 	// after a quiet period. The bucket starts full. 0 means 1. Negative is
-	// invalid.
+	// invalid. A bucket whose refill, (Burst-1)/Rate, would take longer
+	// than 2^60ns holds only what 2^60ns refills, plus one.
 	Burst int
 	// MaxWait is how long a call may wait for its turn. A call whose turn
 	// lies further away fails at once with ErrRateLimited. 0 means a call

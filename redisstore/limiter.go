@@ -2,7 +2,6 @@ package redisstore
 
 import (
 	"context"
-	"math"
 	"time"
 
 	"github.com/resil-go/resil"
@@ -67,17 +66,19 @@ func (s *Store) RateLimiter(name string, policy resil.RateLimitPolicy) *resil.Ra
 	fl := &fleetLimiter{s: s, keys: []string{s.key("limiter", name, "tat")}}
 	_, fl.link = resil.NewSharedRateLimiter(policy, fl)
 	p := fl.link.Policy()
-	fl.interval = 1e6 / p.Rate
-	fl.tau = float64(p.Burst-1) * fl.interval
-	if math.IsInf(fl.tau, 0) || fl.tau > maxMicros {
-		fl.tau = maxMicros
-	}
-	fl.interval = min(fl.interval, maxMicros)
+	// Capped before tau is computed: a tiny Rate makes 1e6/Rate +Inf, and
+	// 0·Inf (Burst 1) would be NaN, which the script's comparisons let
+	// every call through.
+	fl.interval = min(1e6/p.Rate, maxMicros)
+	fl.tau = min(float64(p.Burst-1)*fl.interval, maxMicros)
 	fl.share(s.fleet.Load())
 	s.limiters[name] = fl
 	return fl.link.RateLimiter()
 }
 
-// maxMicros caps the limiter's spans (about 285 years) so that the script's
-// sums stay exact in a Lua number.
-const maxMicros = 1 << 53 / 1000
+// maxMicros caps the limiter's spans (interval and tau) where the local
+// limiter caps them, at 2^60ns (about 36 years), so that the fleet's
+// bucket and a replica's own hold the same calls. The script's sums (the
+// server's clock, about 1.8e15µs, plus two such spans) stay below 2^53,
+// where a Lua number still counts whole microseconds.
+const maxMicros = (1 << 60) / 1000

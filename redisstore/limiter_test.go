@@ -83,6 +83,30 @@ func TestFleetRateLimitRetryAfterPasses(t *testing.T) {
 	require.NoError(t, limited(ls[1]))
 }
 
+// TestFleetRateLimitTinyRate: a valid Rate so small that a token's interval
+// overflows still limits the fleet, as a local limiter with the same policy
+// limits one process (each replica's local share alone would let a call
+// through on each replica).
+func TestFleetRateLimitTinyRate(t *testing.T) {
+	for _, burst := range []int{0, 1, 3} {
+		policy := resil.RateLimitPolicy{Rate: 1e-310, Burst: burst}
+		local := resil.NewRateLimiter(policy)
+		srv := startRedis(t)
+		ls := limiters(t, srv.Addr(), 2, redisstore.Options{}, policy)
+		passed, want := 0, 0
+		for i := range 6 {
+			if limited(ls[i%2]) == nil {
+				passed++
+			}
+			if limited(local) == nil {
+				want++
+			}
+		}
+		assert.Equal(t, want, passed, "Burst %d", burst)
+		assert.Equal(t, max(1, min(burst, 2)), want, "Burst %d: the bucket refills for 2^60ns at most", burst)
+	}
+}
+
 func TestFleetRateLimitWaitsForTurn(t *testing.T) {
 	srv := startRedis(t)
 	ls := limiters(t, srv.Addr(), 2, redisstore.Options{}, resil.RateLimitPolicy{Rate: 10, MaxWait: time.Second})
