@@ -49,7 +49,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
+	"reflect"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -124,10 +126,17 @@ type Store struct {
 // whatever the client's settings; set ContextTimeoutEnabled on the client,
 // and keep its DialTimeout, ReadTimeout and WriteTimeout short, so that an
 // abandoned round trip also ends soon (Close waits for them). New panics
-// when opts is invalid (see Options.Validate) or client is nil.
+// when opts is invalid (see Options.Validate) or client is nil (a nil
+// interface, or a nil *redis.Client in one).
 func New(client redis.UniversalClient, opts Options) *Store {
+	// A nil *redis.Client (or other nil pointer) in the interface is nil
+	// too: it would only fail later, in the background sync, where the
+	// panic could not be recovered.
 	if client == nil {
 		panic("redisstore: New client must be non-nil, got nil")
+	}
+	if v := reflect.ValueOf(client); v.Kind() == reflect.Pointer && v.IsNil() {
+		panic(fmt.Sprintf("redisstore: New client must be non-nil, got a nil %T", client))
 	}
 	if err := opts.Validate(); err != nil {
 		panic(err.Error())

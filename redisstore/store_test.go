@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/resil-go/resil"
 	"github.com/resil-go/resil/redisstore"
 	"github.com/stretchr/testify/assert"
@@ -33,6 +34,8 @@ func TestOptionsValidate(t *testing.T) {
 		})
 	}
 	assert.PanicsWithValue(t, "redisstore: New client must be non-nil, got nil", func() { redisstore.New(nil, redisstore.Options{}) })
+	var unset *redis.Client // a client left unset: it would fail in the background sync
+	assert.PanicsWithValue(t, "redisstore: New client must be non-nil, got a nil *redis.Client", func() { redisstore.New(unset, redisstore.Options{}) })
 }
 
 func TestStoreNamesAndClose(t *testing.T) {
