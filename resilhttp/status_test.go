@@ -69,6 +69,22 @@ func TestGetBodyFailure(t *testing.T) {
 	assert.Zero(t, rec.unclosed())
 }
 
+// TestGetBodyNilBody: a GetBody that returns no body and no error fails
+// the attempt at once, naming GetBody, instead of sending a body-less copy
+// that net/http refuses (and a Retry would retry).
+func TestGetBodyNilBody(t *testing.T) {
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) }, nil)
+	rec := &recorder{rt: base(t)}
+	client := &http.Client{Transport: &resilhttp.Transport{Base: rec, Pipeline: retry(3)}}
+	req, _ := http.NewRequest(http.MethodPut, s.URL, strings.NewReader("payload"))
+	req.GetBody = func() (io.ReadCloser, error) { return nil, nil }
+	resp, err := client.Do(req)
+	require.ErrorContains(t, err, "resilhttp: GetBody: returned a nil body")
+	assert.Nil(t, resp)
+	assert.Equal(t, 1, rec.Calls(), "no attempt without its body")
+	assert.Zero(t, rec.unclosed())
+}
+
 // TestObserverSeesStatusErrors: the stages' observer sees each failed
 // attempt's *StatusError; the caller sees the final response.
 func TestObserverSeesStatusErrors(t *testing.T) {

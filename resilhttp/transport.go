@@ -77,7 +77,8 @@ type Transport struct {
 }
 
 var (
-	errOnce = errors.New("resilhttp: request not sent again: its method is not idempotent and it has no Idempotency-Key, or its body cannot be replayed")
+	errNilGetBody = errors.New("resilhttp: GetBody: returned a nil body and a nil error")
+	errOnce       = errors.New("resilhttp: request not sent again: its method is not idempotent and it has no Idempotency-Key, or its body cannot be replayed")
 	// errForeignContext: a stage called fn with a context that does not
 	// descend from the one Run was given.
 	errForeignContext = errors.New("resilhttp: attempt context does not descend from the request's context")
@@ -376,6 +377,9 @@ func (c *call) replayBody() (io.ReadCloser, error) {
 	b, err := c.req.GetBody()
 	if err != nil {
 		return nil, fmt.Errorf("resilhttp: GetBody: %w", err)
+	}
+	if b == nil { // sent as no body, with the original ContentLength, net/http would refuse it
+		return nil, errNilGetBody
 	}
 	return b, nil
 }
