@@ -45,6 +45,9 @@ func Fail(err error, times int) Step {
 	if err == nil {
 		panic("resiltest: Fail err must be non-nil, got nil")
 	}
+	if times < 1 {
+		panic("resiltest: Fail times must be >= 1, got " + strconv.Itoa(times))
+	}
 	return Step{kind: stepFail, err: err}.Times(times)
 }
 

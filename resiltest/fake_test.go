@@ -79,7 +79,7 @@ func TestBadStepsPanicWithTheValue(t *testing.T) {
 		{"value of another type", func() { resiltest.Script[int64](resiltest.Fail(io.EOF, 1), resiltest.Return(42)) },
 			"resiltest: Script[int64] step 2 returns a int, want int64"},
 		{"Fail nil", func() { resiltest.Fail(nil, 1) }, "resiltest: Fail err must be non-nil, got nil"},
-		{"Fail times 0", func() { resiltest.Fail(io.EOF, 0) }, "resiltest: Step.Times n must be >= 1, got 0"},
+		{"Fail times 0", func() { resiltest.Fail(io.EOF, 0) }, "resiltest: Fail times must be >= 1, got 0"},
 		{"Times negative", func() { resiltest.Return(1).Times(-2) }, "resiltest: Step.Times n must be >= 1, got -2"},
 	}
 	for _, tt := range tests {

@@ -13,7 +13,7 @@ import (
 // Reply is one entry of a FlakyHandler's script: how it answers a request.
 // The zero Reply answers 200 with the body "OK", once, at once.
 type Reply struct {
-	// Status is the status code. 0 means 200.
+	// Status is the status code: 0 (meaning 200) or 100 to 999.
 	Status int
 	// RetryAfter, when > 0, is sent as a Retry-After header in whole
 	// seconds, rounded up. For an HTTP-date, set Header instead.
@@ -46,9 +46,9 @@ type Reply struct {
 // request with the next reply of its script (Handler) or a seeded random
 // one (RandomHandler), and records each request as a Call (Start, End,
 // Status; Attempt is the request's number). It is safe for concurrent
-// use; concurrent requests take the replies in the order they arrive. It
-// must be created by Handler or RandomHandler; the zero FlakyHandler is not
-// usable.
+// use; concurrent requests take the replies in the order they arrive.
+// Create it with Handler or RandomHandler; the zero FlakyHandler is
+// Handler(): it answers every request 200 "OK".
 type FlakyHandler struct {
 	replies []Reply
 	gen     func(n int) Reply
@@ -58,8 +58,9 @@ type FlakyHandler struct {
 
 // Handler returns a FlakyHandler that answers requests with replies, in
 // order; when they run out, the last reply repeats forever. With no
-// replies every request is answered 200 "OK". It panics when a reply's
-// Times is negative.
+// replies every request is answered 200 "OK". It panics, naming the reply
+// and the field, when a reply's Times is negative or its Status is not 0
+// or a status code (100 to 999).
 //
 //	h := resiltest.Handler(
 //		resiltest.Reply{Status: 503, RetryAfter: time.Second, Times: 2},
@@ -70,6 +71,9 @@ func Handler(replies ...Reply) *FlakyHandler {
 	for i, r := range replies {
 		if r.Times < 0 {
 			panic("resiltest: Handler reply " + strconv.Itoa(i+1) + ": Reply.Times must be >= 0, got " + strconv.Itoa(r.Times))
+		}
+		if r.Status != 0 && (r.Status < 100 || r.Status > 999) {
+			panic("resiltest: Handler reply " + strconv.Itoa(i+1) + ": Reply.Status must be 0 or a status code (100-999), got " + strconv.Itoa(r.Status))
 		}
 	}
 	return &FlakyHandler{replies: append([]Reply(nil), replies...)}

@@ -151,9 +151,35 @@ func TestHandlerRetryAfterHeader(t *testing.T) {
 }
 
 func TestHandlerBadReplyPanics(t *testing.T) {
-	require.PanicsWithValue(t, "resiltest: Handler reply 2: Reply.Times must be >= 0, got -1", func() {
-		resiltest.Handler(resiltest.Reply{}, resiltest.Reply{Times: -1})
-	})
+	tests := []struct {
+		bad  resiltest.Reply
+		want string
+	}{
+		{resiltest.Reply{Times: -1}, "resiltest: Handler reply 2: Reply.Times must be >= 0, got -1"},
+		{resiltest.Reply{Status: 42}, "resiltest: Handler reply 2: Reply.Status must be 0 or a status code (100-999), got 42"},
+		{resiltest.Reply{Status: -1}, "resiltest: Handler reply 2: Reply.Status must be 0 or a status code (100-999), got -1"},
+		{resiltest.Reply{Status: 1000}, "resiltest: Handler reply 2: Reply.Status must be 0 or a status code (100-999), got 1000"},
+	}
+	for _, tt := range tests {
+		require.PanicsWithValue(t, tt.want, func() { resiltest.Handler(resiltest.Reply{}, tt.bad) })
+	}
+	for _, ok := range []int{0, 100, 200, 599, 999} {
+		require.NotPanics(t, func() { resiltest.Handler(resiltest.Reply{Status: ok}) }, "Status %d", ok)
+	}
+}
+
+// TestZeroFlakyHandler: the zero FlakyHandler is Handler(), as its doc
+// says: every request is answered 200 "OK" and recorded.
+func TestZeroFlakyHandler(t *testing.T) {
+	var h resiltest.FlakyHandler
+	for range 2 {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+		assert.Equal(t, http.StatusOK, rec.Code)
+		assert.Equal(t, "OK", rec.Body.String())
+	}
+	require.Len(t, h.Calls(), 2)
+	assert.Equal(t, http.StatusOK, h.Calls()[1].Status)
 }
 
 // serve answers n requests with h through a recorder and returns their
