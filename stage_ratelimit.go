@@ -12,10 +12,12 @@ import (
 // Rate tokens per second and holds at most Burst. It has no usable zero
 // value: Rate must be set.
 type RateLimitPolicy struct {
-	// Rate is the sustained number of calls per second. It must be > 0 and
-	// finite; there is no default. Rates above 1e9 (one call per
-	// nanosecond, the limiter's resolution) act as 1e9, and intervals
-	// between calls above 2^60ns (about 36 years) act as 2^60ns.
+	// Rate is the sustained number of calls per second, never exceeded. It
+	// must be > 0 and finite; there is no default. The interval between
+	// calls, 1s/Rate, is rounded up to a whole nanosecond (the limiter's
+	// resolution): rates above 1e9 act as 1e9, a rate between 5e8 and 1e9
+	// as 5e8, and so on; intervals above 2^60ns (about 36 years) act as
+	// 2^60ns.
 	Rate float64
 	// Burst is the size of the bucket: how many calls may pass at once
 	// after a quiet period. The bucket starts full. 0 means 1. Negative is
@@ -113,10 +115,10 @@ func NewRateLimiter(policy RateLimitPolicy) *RateLimiter {
 	if burst == 0 {
 		burst = 1
 	}
-	// A float interval rounds to the nearest nanosecond; the rate it gives
-	// is off by less than one part in interval (a part in 10^7 at
-	// 100 calls/s).
-	interval := int64(min(max(math.Round(1e9/policy.Rate), 1), maxSpan))
+	// A float interval rounds up to a whole nanosecond, so that the limiter
+	// never runs faster than Rate; it runs slower by less than one part in
+	// interval (a part in 10^7 at 100 calls/s).
+	interval := int64(min(max(math.Ceil(1e9/policy.Rate), 1), maxSpan))
 	tau := int64(maxSpan)
 	if int64(burst-1) <= maxSpan/interval {
 		tau = interval * int64(burst-1)

@@ -3,6 +3,7 @@ package resil_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -76,8 +77,10 @@ func TestRateLimitRateAndBurst(t *testing.T) {
 		{"10/s burst 5", resil.RateLimitPolicy{Rate: 10, Burst: 5}, 10 * time.Second, 100 * time.Millisecond, 5 + 100},
 		// With a bucket of 1, the refill between a full bucket and the next
 		// millisecond is lost, as in any token bucket: one pass per 334ms.
-		{"3/s burst 0 means 1", resil.RateLimitPolicy{Rate: 3}, 10 * time.Second, 333333333, 30},
-		{"3/s burst 3", resil.RateLimitPolicy{Rate: 3, Burst: 3}, 10 * time.Second, 333333333, 3 + 30},
+		{"3/s burst 0 means 1", resil.RateLimitPolicy{Rate: 3}, 10 * time.Second, 333333334, 30},
+		// The interval rounds up (never faster than Rate): the 30th refill
+		// comes 20ns after 10s.
+		{"3/s burst 3", resil.RateLimitPolicy{Rate: 3, Burst: 3}, 10 * time.Second, 333333334, 3 + 29},
 		{"0.5/s burst 2", resil.RateLimitPolicy{Rate: 0.5, Burst: 2}, 10 * time.Second, 2 * time.Second, 2 + 5},
 		{"1000/s burst 10", resil.RateLimitPolicy{Rate: 1000, Burst: 10}, time.Second, time.Millisecond, 10 + 1000},
 	}
@@ -124,7 +127,7 @@ func TestRateLimitRetryAfterExact(t *testing.T) {
 		want time.Duration
 	}{
 		{"10/s", 10, 100 * time.Millisecond},
-		{"3/s", 3, 333333333},
+		{"3/s", 3, 333333334},
 		{"7/s", 7, 142857143},
 	}
 	for _, tc := range cases {
@@ -179,9 +182,43 @@ func TestRateLimitOuterRetryWaitsRetryAfter(t *testing.T) {
 				require.NoError(t, err)
 				assert.Equal(t, 7, v)
 				assert.Equal(t, 1, calls)
-				interval := time.Duration(math.Round(1e9 / rate))
+				interval := time.Duration(math.Ceil(1e9 / rate))
 				assert.Equal(t, []time.Duration{interval}, delays)
 				assert.Equal(t, interval, time.Since(start))
+			})
+		})
+	}
+}
+
+// TestRateLimitNeverFasterThanRate: a rate whose interval is not a whole
+// number of nanoseconds runs slower, never faster: calls every nanosecond
+// through a 7e8/s limiter with a bucket of 1 pass one per 2ns (5e8/s),
+// where the nearest nanosecond (1ns) would pass them all.
+func TestRateLimitNeverFasterThanRate(t *testing.T) {
+	for _, rate := range []float64{7e8, 3, 7, 1.0 / 3} {
+		t.Run(fmt.Sprint(rate), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				p := resil.New[int]().RateLimit(resil.NewRateLimiter(resil.RateLimitPolicy{Rate: rate}))
+				interval := time.Duration(math.Ceil(1e9 / rate))
+				window := 1000 * interval
+				step := max(interval/7, 1)
+				passed := 0
+				var elapsed time.Duration // the last call's time
+				for at := time.Duration(0); at < window; at += step {
+					if at > 0 {
+						time.Sleep(step)
+					}
+					if _, err := p.Run(t.Context(), passFn); err == nil {
+						passed++
+					}
+					elapsed = at
+				}
+				assert.LessOrEqual(t, float64(passed), 1+rate*elapsed.Seconds(), "Burst + Rate·window")
+				// With a bucket of 1, a call passes at the first step at or
+				// after its token is due, and the next token comes an
+				// interval after that call.
+				period := (interval + step - 1) / step * step
+				assert.Equal(t, int(elapsed/period)+1, passed)
 			})
 		})
 	}
