@@ -226,14 +226,8 @@ func (b *RetryBudget) advance(idx int64) {
 	}
 }
 
-// withdraw asks for a retry at now and records it when allowed.
-func (b *RetryBudget) withdraw(now int64) bool {
-	_, ok := b.take(now)
-	return ok
-}
-
-// take is withdraw that also returns the bucket the retry was recorded in,
-// for refund.
+// take asks for a retry at now and records it when allowed, in the bucket
+// it returns (for refund).
 func (b *RetryBudget) take(now int64) (int64, bool) {
 	idx := floorDiv(now, b.width)
 	b.advance(idx) // later calls are dated in this bucket, or a later one

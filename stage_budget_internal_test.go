@@ -17,20 +17,20 @@ func TestRetryBudgetWindowWithExplicitTime(t *testing.T) {
 	sec := int64(time.Second)
 	base := (clock()/sec + 100) * sec // a bucket boundary in the future of NewRetryBudget
 
-	assert.False(t, b.withdraw(base), "no calls, no reserve: no retry")
+	assert.False(t, withdraw(b, base), "no calls, no reserve: no retry")
 	for range 3 {
 		b.depositAt(base)
 	}
 	for i := range 3 {
-		assert.True(t, b.withdraw(base+int64(i)), "retry %d of 3 calls", i+1)
+		assert.True(t, withdraw(b, base+int64(i)), "retry %d of 3 calls", i+1)
 	}
-	assert.False(t, b.withdraw(base+3), "a fourth retry would exceed Ratio × calls")
+	assert.False(t, withdraw(b, base+3), "a fourth retry would exceed Ratio × calls")
 
 	// The calls of bucket 0 still count in bucket 9: one more call, one
 	// more retry.
 	b.depositAt(base + 9*sec)
-	assert.True(t, b.withdraw(base+9*sec+sec/2))
-	assert.False(t, b.withdraw(base+9*sec+sec/2))
+	assert.True(t, withdraw(b, base+9*sec+sec/2))
+	assert.False(t, withdraw(b, base+9*sec+sec/2))
 }
 
 func TestRetryBudgetExpiry(t *testing.T) {
@@ -38,15 +38,15 @@ func TestRetryBudgetExpiry(t *testing.T) {
 	sec := int64(time.Second)
 	base := (clock()/sec + 100) * sec
 	b.depositAt(base)
-	require.True(t, b.withdraw(base))
+	require.True(t, withdraw(b, base))
 	// At 9.9s the call counts (bucket 9) and so does its retry.
-	assert.False(t, b.withdraw(base+9*sec+9*sec/10))
+	assert.False(t, withdraw(b, base+9*sec+9*sec/10))
 	// At 10s the call has left the window, the retry not yet (it counts
 	// for up to 11s): a new call allows no retry.
 	b.depositAt(base + 10*sec)
-	assert.False(t, b.withdraw(base+10*sec))
+	assert.False(t, withdraw(b, base+10*sec))
 	// At 11s the old retry is gone: the new call's retry is allowed.
-	assert.True(t, b.withdraw(base+11*sec))
+	assert.True(t, withdraw(b, base+11*sec))
 }
 
 func TestRetryBudgetReserve(t *testing.T) {
@@ -54,24 +54,24 @@ func TestRetryBudgetReserve(t *testing.T) {
 	b := NewRetryBudget(RetryBudgetPolicy{MinPerSecond: 2, TTL: 5 * time.Second})
 	now := (clock()/int64(time.Second) + 100) * int64(time.Second)
 	for i := range 10 {
-		require.True(t, b.withdraw(now), "reserve retry %d", i+1)
+		require.True(t, withdraw(b, now), "reserve retry %d", i+1)
 	}
-	assert.False(t, b.withdraw(now))
+	assert.False(t, withdraw(b, now))
 	// Five calls at the default Ratio 0.2 add one retry.
 	for range 5 {
 		b.depositAt(now)
 	}
-	assert.True(t, b.withdraw(now))
-	assert.False(t, b.withdraw(now))
+	assert.True(t, withdraw(b, now))
+	assert.False(t, withdraw(b, now))
 }
 
 func TestRetryBudgetInfiniteRatio(t *testing.T) {
 	b := NewRetryBudget(RetryBudgetPolicy{Ratio: math.Inf(1), MinPerSecond: 1e-12})
 	now := clock()
-	assert.False(t, b.withdraw(now), "no calls: an infinite ratio allows nothing yet")
+	assert.False(t, withdraw(b, now), "no calls: an infinite ratio allows nothing yet")
 	b.depositAt(now)
 	for range 1000 {
-		require.True(t, b.withdraw(now))
+		require.True(t, withdraw(b, now))
 	}
 }
 
@@ -93,7 +93,7 @@ func (r *budgetReplay) call(now int64, deposit func()) {
 }
 
 func (r *budgetReplay) retry(now int64) {
-	if !r.b.withdraw(now) {
+	if !withdraw(r.b, now) {
 		return
 	}
 	r.retries = append(r.retries, now)
@@ -178,4 +178,10 @@ func TestRetryBudgetRuleHoldsWithDatedCalls(t *testing.T) {
 			})
 		})
 	}
+}
+
+// withdraw asks b for a retry at now, recording it when allowed.
+func withdraw(b *RetryBudget, now int64) bool {
+	_, ok := b.take(now)
+	return ok
 }
