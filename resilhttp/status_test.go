@@ -85,6 +85,27 @@ func TestGetBodyNilBody(t *testing.T) {
 	assert.Zero(t, rec.unclosed())
 }
 
+// TestGetBodyNilBodyNoLength: with a ContentLength of 0, a GetBody that
+// returns no body is a request without one, and later attempts are sent.
+func TestGetBodyNilBodyNoLength(t *testing.T) {
+	var hits atomic.Int32
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if hits.Add(1) == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}, nil)
+	rec := &recorder{rt: base(t)}
+	client := &http.Client{Transport: &resilhttp.Transport{Base: rec, Pipeline: retry(3)}}
+	req, _ := http.NewRequest(http.MethodPut, s.URL, io.NopCloser(strings.NewReader("")))
+	req.ContentLength = 0
+	req.GetBody = func() (io.ReadCloser, error) { return nil, nil }
+	resp, err := client.Do(req)
+	require.NoError(t, err)
+	readBody(t, resp)
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, 2, rec.Calls())
+}
+
 // TestObserverSeesStatusErrors: the stages' observer sees each failed
 // attempt's *StatusError; the caller sees the final response.
 func TestObserverSeesStatusErrors(t *testing.T) {

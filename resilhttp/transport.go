@@ -378,7 +378,10 @@ func (c *call) replayBody() (io.ReadCloser, error) {
 	if err != nil {
 		return nil, fmt.Errorf("resilhttp: GetBody: %w", err)
 	}
-	if b == nil { // sent as no body, with the original ContentLength, net/http would refuse it
+	if b == nil && c.req.ContentLength != 0 {
+		// Sent as no body with the original ContentLength, net/http would
+		// refuse it (and a Retry retry that). With no length to send, no
+		// body is what the request says, as net/http's redirects take it.
 		return nil, errNilGetBody
 	}
 	return b, nil
