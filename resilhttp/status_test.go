@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -83,6 +84,33 @@ func TestGetBodyNilBody(t *testing.T) {
 	assert.Nil(t, resp)
 	assert.Equal(t, 1, rec.Calls(), "no attempt without its body")
 	assert.Zero(t, rec.unclosed())
+}
+
+// TestGetBodyNoBodyWithLength: a GetBody that returns http.NoBody for a
+// request with a length to send fails the attempt at once, as a nil body
+// does: net/http would send it as an empty body with Content-Length 0, not
+// the bytes the first attempt sent.
+func TestGetBodyNoBodyWithLength(t *testing.T) {
+	var (
+		mu   sync.Mutex
+		seen []string
+	)
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		seen = append(seen, string(b))
+		mu.Unlock()
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}, nil)
+	client := &http.Client{Transport: &resilhttp.Transport{Base: base(t), Pipeline: retry(3)}}
+	req, _ := http.NewRequest(http.MethodPut, s.URL, strings.NewReader("payload"))
+	req.GetBody = func() (io.ReadCloser, error) { return http.NoBody, nil }
+	resp, err := client.Do(req)
+	require.ErrorContains(t, err, "resilhttp: GetBody: returned")
+	assert.Nil(t, resp)
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, []string{"payload"}, seen, "no attempt without its body")
 }
 
 // TestGetBodyNilBodyNoLength: with a ContentLength of 0, a GetBody that

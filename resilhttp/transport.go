@@ -77,7 +77,7 @@ type Transport struct {
 }
 
 var (
-	errNilGetBody = errors.New("resilhttp: GetBody: returned a nil body and a nil error")
+	errNilGetBody = errors.New("resilhttp: GetBody: returned a nil body (or http.NoBody) and a nil error for a request with a length")
 	errOnce       = errors.New("resilhttp: request not sent again: its method is not idempotent and it has no Idempotency-Key, or its body cannot be replayed")
 	// errForeignContext: a stage called fn with a context that does not
 	// descend from the one Run was given.
@@ -345,14 +345,16 @@ func (c *call) try(ctx context.Context) (resp, kept *http.Response, err error) {
 		return resp, resp, nil
 	}
 	se := &StatusError{StatusCode: code, Status: resp.Status, resp: resp}
+	if v := resp.Header["Retry-After"]; len(v) > 0 {
+		// Also for a permanent status: stages other than Retry (a
+		// Fallback, an Observer) read Wait too.
+		se.Wait = c.retryAfter(v[0])
+	}
 	if !transientStatus(code) {
 		return nil, resp, resil.Permanent(se)
 	}
 	if stop == nil && c.replay {
 		buffer(resp) // so that the connection is free for the next attempt
-	}
-	if v := resp.Header["Retry-After"]; len(v) > 0 {
-		se.Wait = c.retryAfter(v[0])
 	}
 	return nil, resp, c.mark(se)
 }
@@ -378,10 +380,12 @@ func (c *call) replayBody() (io.ReadCloser, error) {
 	if err != nil {
 		return nil, fmt.Errorf("resilhttp: GetBody: %w", err)
 	}
-	if b == nil && c.req.ContentLength != 0 {
+	if (b == nil || b == http.NoBody) && c.req.ContentLength != 0 {
 		// Sent as no body with the original ContentLength, net/http would
-		// refuse it (and a Retry retry that). With no length to send, no
-		// body is what the request says, as net/http's redirects take it.
+		// refuse it (and a Retry retry that), or, for http.NoBody, send an
+		// empty body with Content-Length 0: not what the first attempt
+		// sent. With no length to send, no body is what the request says,
+		// as net/http's redirects take it.
 		return nil, errNilGetBody
 	}
 	return b, nil

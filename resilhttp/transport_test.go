@@ -102,14 +102,18 @@ func TestStatusClassification(t *testing.T) {
 
 // TestStatusErrorSeenByStages checks what stages see: a transient
 // *StatusError for 503, a permanent one for 401, and a Breaker that counts
-// only the former.
+// only the former. Wait is the server's Retry-After whether or not the
+// status is retried.
 func TestStatusErrorSeenByStages(t *testing.T) {
 	for _, tt := range []struct {
 		code      int
 		transient bool
-	}{{503, true}, {429, true}, {401, false}, {404, false}, {501, false}} {
+	}{{503, true}, {429, true}, {401, false}, {404, false}, {413, false}, {501, false}} {
 		t.Run(strconv.Itoa(tt.code), func(t *testing.T) {
-			s := newServer(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(tt.code) }, nil)
+			s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Retry-After", "7")
+				w.WriteHeader(tt.code)
+			}, nil)
 			var seen error
 			p := resil.New[*http.Response]().Fallback(func(_ context.Context, err error) (*http.Response, error) {
 				seen = err
@@ -125,6 +129,8 @@ func TestStatusErrorSeenByStages(t *testing.T) {
 			assert.Equal(t, resp.Status, se.Status)
 			assert.Equal(t, tt.transient, resil.IsTransient(seen))
 			assert.Equal(t, tt.transient, se.Transient())
+			assert.Equal(t, 7*time.Second, se.Wait, "the server's Retry-After")
+			assert.Equal(t, 7*time.Second, se.RetryAfter())
 		})
 	}
 }
