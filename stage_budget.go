@@ -233,6 +233,11 @@ func (b *RetryBudget) take(now int64) (int64, bool) {
 	b.advance(idx) // later calls are dated in this bucket, or a later one
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	// A reading that went stale before the lock (this goroutine stalled
+	// while others moved the current bucket on) is decided as of the
+	// current bucket, itself a reading no later than now: an older bucket
+	// would miss the retries made since, and take their slot.
+	idx = max(idx, b.cur.Load())
 	// Retries count in the current bucket and the budgetBuckets before it:
 	// every retry of (now-TTL, now] and possibly some a little older.
 	var retries uint64

@@ -185,3 +185,19 @@ func withdraw(b *RetryBudget, now int64) bool {
 	_, ok := b.take(now)
 	return ok
 }
+
+// TestRetryBudgetStaleAsk: a retry asked with a clock reading that went
+// stale before the lock was taken (its goroutine stalled for over a TTL, as
+// a tiny TTL under contention allows) is decided at the latest time the
+// budget knows of: it neither escapes the retries made since nor wipes
+// their count by taking their bucket's slot for its older bucket.
+func TestRetryBudgetStaleAsk(t *testing.T) {
+	// A reserve of 1 retry per TTL of 1s (buckets of 100ms), no calls.
+	b := NewRetryBudget(RetryBudgetPolicy{MinPerSecond: 1, TTL: time.Second})
+	sec := int64(time.Second)
+	base := (clock()/sec + 100) * sec
+	require.True(t, withdraw(b, base+2*sec), "the reserve's one retry")
+	// Read at 0.9s, 11 buckets earlier: the same slot as the 2s bucket.
+	assert.False(t, withdraw(b, base+2*sec-11*sec/10), "stale reading: decided as of 2s")
+	assert.False(t, withdraw(b, base+2*sec), "the 2s retry still counts")
+}

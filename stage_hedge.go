@@ -138,7 +138,6 @@ type hedgeResult[T any] struct {
 // race runs the attempts on goroutines and returns the first success, or
 // the last failure once no attempt is running or left to start.
 func (s hedgeStage[T]) race(ctx context.Context, n next[T]) (T, error) {
-	var zero T
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel() // every exit, panics included, cancels the attempts still running
 	// Buffered for every attempt (up to a bound), so that none blocks
@@ -162,7 +161,9 @@ func (s hedgeStage[T]) race(ctx context.Context, n next[T]) (T, error) {
 				return r.v, nil
 			}
 			if err := ctx.Err(); err != nil {
-				return zero, err
+				// A success that arrived behind this failure is returned,
+				// as when ctx.Done is seen first.
+				return s.stopped(out, err)
 			}
 			if answered == started && !s.mayStart(ctx, started, lastStart) {
 				return r.v, r.err // a Fallback inside may have supplied r.v

@@ -440,3 +440,51 @@ func FuzzHedgePolicy(f *testing.F) {
 		require.PanicsWithValue(t, err.Error(), func() { resil.New[int]().Hedge(policy) })
 	})
 }
+
+// hookCtx is a context whose Err runs a hook once, on the goroutine that
+// calls it, before answering: it lets a test act at the moment Run looks at
+// the context.
+type hookCtx struct {
+	context.Context
+	hook atomic.Pointer[func()]
+}
+
+func (c *hookCtx) Err() error {
+	if f := c.hook.Swap(nil); f != nil {
+		(*f)()
+	}
+	return c.Context.Err()
+}
+
+// TestHedgeSuccessBehindFailureWhenContextEnds: when ctx has ended by the
+// time Run reads a failure, a success that arrived behind that failure is
+// returned, as it is when Run sees ctx end first ("a success already
+// received is returned instead").
+func TestHedgeSuccessBehindFailureWhenContextEnds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		parent, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		ctx := &hookCtx{Context: parent}
+		release := make(chan struct{})
+		var n atomic.Int32
+		p := resil.New[int]().Hedge(resil.HedgePolicy{Delay: hedgeDelay})
+		v, err := p.Run(ctx, func(context.Context) (int, error) {
+			if n.Add(1) == 1 {
+				time.Sleep(hedgeDelay + hedgeDelay/2)
+				// When Run looks at ctx for this failure: ctx ends, and
+				// the hedge's success lands in the results behind it.
+				f := func() {
+					cancel()
+					close(release)
+					synctest.Wait()
+				}
+				ctx.hook.Store(&f)
+				return 0, errors.New("first attempt fails")
+			}
+			<-release
+			return 2, nil
+		})
+		require.NoError(t, err)
+		assert.Equal(t, 2, v)
+	})
+}

@@ -245,12 +245,26 @@ func (s rateLimitStage[T]) compile() stageFunc[T] {
 		l := s.l
 		now := clock()
 		maxWait := l.maxWait
+		if maxWait > 0 && l.share == nil {
+			// Look for a token before asking ctx for its deadline: Deadline
+			// arms a Timeout's context (a timer, a context.WithDeadline),
+			// which a call that passes at once must not pay for. A local
+			// limiter decides in memory, so looking twice on the way to a
+			// wait costs little; a shared one is asked once, below.
+			at, _, ok := l.admit(now, 0)
+			if ok {
+				return n.run(ctx, s.inner)
+			}
+			now = at
+		}
 		if maxWait > 0 {
 			// No turn at or beyond the context's deadline: the context ends
 			// with it, so the call could not use it. time.Until saturates
-			// instead of overflowing.
+			// instead of overflowing, at math.MinInt64 for a deadline
+			// centuries past: clamp it before subtracting, or it wraps to
+			// math.MaxInt64 and the call waits on a context already done.
 			if deadline, ok := ctx.Deadline(); ok {
-				maxWait = min(maxWait, max(int64(time.Until(deadline))-1, 0))
+				maxWait = min(maxWait, max(int64(time.Until(deadline)), 1)-1)
 			}
 		}
 		now, wait, ok := l.admit(now, maxWait)

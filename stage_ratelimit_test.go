@@ -411,3 +411,50 @@ func TestRateLimitAllocs(t *testing.T) {
 	})
 	assert.Zero(t, allocs)
 }
+
+// TestRateLimitPassingCallDoesNotArmTimeout: a call that finds a token does
+// not wait, so it must not ask a Timeout's context for its deadline, which
+// would arm that context's timer (and allocate a context.WithDeadline) on
+// every call. With MaxWait set or not, RateLimit inside Timeout costs only
+// the Timeout's own context.
+func TestRateLimitPassingCallDoesNotArmTimeout(t *testing.T) {
+	for _, maxWait := range []time.Duration{0, time.Second} {
+		t.Run(maxWait.String(), func(t *testing.T) {
+			l := resil.NewRateLimiter(resil.RateLimitPolicy{Rate: 1e9, Burst: min(1<<40, math.MaxInt), MaxWait: maxWait})
+			p := resil.New[int]().RateLimit(l).Timeout(time.Hour)
+			ctx := context.Background()
+			allocs := testing.AllocsPerRun(1000, func() {
+				if _, err := p.Run(ctx, passFn); err != nil {
+					panic(err)
+				}
+			})
+			assert.LessOrEqual(t, allocs, 1.0, "the Timeout's context, never armed")
+		})
+	}
+}
+
+// TestRateLimitDeadlineCenturiesPast: a deadline so far past that
+// time.Until saturates at math.MinInt64 (the zero time.Time) is still a
+// deadline the turn lies beyond: the call is refused at once with
+// ErrRateLimited, taking no token, instead of waiting on a context that
+// has already ended.
+func TestRateLimitDeadlineCenturiesPast(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := resil.NewRateLimiter(resil.RateLimitPolicy{Rate: 10, MaxWait: time.Second})
+		p := resil.New[int]().RateLimit(l)
+		start := time.Now()
+		_, err := p.Run(t.Context(), passFn) // takes the token: the next turn is at 100ms
+		require.NoError(t, err)
+
+		ctx, cancel := context.WithDeadline(t.Context(), time.Time{})
+		defer cancel()
+		_, err = p.Run(ctx, passFn)
+		require.ErrorIs(t, err, resil.ErrRateLimited)
+		assert.Equal(t, 100*time.Millisecond, retryAfterOf(t, err))
+
+		time.Sleep(100 * time.Millisecond)
+		_, err = p.Run(t.Context(), passFn)
+		require.NoError(t, err, "the refused call took no token")
+		assert.Equal(t, 100*time.Millisecond, time.Since(start))
+	})
+}
