@@ -116,10 +116,24 @@ func (fb *fleetBreaker) SettleTrial(o resil.TrialOutcome) resil.ShareAnswer {
 	if err != nil || len(res) != 2 {
 		return resil.ShareUnavailable
 	}
+	switch res[0] {
+	case -1:
+		// The fleet left the trial's epoch before this settle: the next
+		// sync adopts its state (the breaker makes no transition of its
+		// own on a success or an ignored outcome).
+		return resil.ShareNo
+	case -2:
+		// The fleet did not count the success: the lease had expired, or
+		// this settle already ran (the client sent it again after losing
+		// the reply). The breaker counts it as a local breaker would, so
+		// that its trial place is not lost.
+		return resil.ShareUnavailable
+	}
 	if epoch := uint64(res[1]); epoch != l.epoch {
 		fb.mu.Lock()
 		if fb.epoch == l.epoch {
-			// The breaker makes the same transition itself on return.
+			// This settle moved the fleet (closed it, or reopened it):
+			// the breaker makes the same transition itself on return.
 			fb.epoch = epoch
 			fb.version++
 			fb.leases = nil
@@ -195,7 +209,10 @@ func (fb *fleetBreaker) adopt(r syncRequest, cmd *redis.Cmd) {
 	case remaining > 0:
 		to, need = resil.StateOpen, local == resil.StateClosed || moved
 	default: // half-open: open with no time left
-		to, need, remaining = resil.StateOpen, local == resil.StateClosed || (moved && local == resil.StateOpen), 0
+		// A breaker half-open in a period the fleet has left goes
+		// through open too, so that it starts the new period with its
+		// trial places free.
+		to, need, remaining = resil.StateOpen, local == resil.StateClosed || moved, 0
 	}
 	gen := r.snap.Gen
 	if need {

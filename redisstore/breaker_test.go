@@ -3,6 +3,7 @@ package redisstore_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -364,4 +365,154 @@ func TestClosedStoreDropsFleetCounts(t *testing.T) {
 	require.NoError(t, sa.Close())
 	run(a, true) // with b's counts, 10 calls, half failed: it would trip
 	assert.Equal(t, resil.StateClosed, a.State(), "one local failure, 1 call < MinCalls")
+}
+
+// resendSettle makes a client run the settle script twice, as go-redis
+// does when a reply is lost on the way back and MaxRetries (3 by default)
+// allows another try: the server has run the script once already.
+type resendSettle struct{}
+
+func (resendSettle) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (resendSettle) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		// The settle script: EVALSHA sha (or EVAL script) 2 state trials
+		// epoch id outcome halfOpen openFor (the acquire script has one
+		// argument fewer).
+		if a := cmd.Args(); len(a) == 10 && (a[0] == "evalsha" || a[0] == "eval") {
+			if k, ok := a[4].(string); ok && strings.HasSuffix(k, ":trials") {
+				_ = next(ctx, cmd) // the run whose reply was lost
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (resendSettle) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A settle that the client sends again (its reply was lost) counts its
+// trial once: the fleet closes only when HalfOpenCalls trials succeeded.
+func TestFleetSettleRetriedCountsOnce(t *testing.T) {
+	srv := startRedis(t)
+	const (
+		syncEvery = 50 * time.Millisecond
+		openFor   = 300 * time.Millisecond
+	)
+	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 2}
+	f := newFleet(t, srv.Addr(), 2, redisstore.Options{SyncEvery: syncEvery}, policy)
+	c := client(t, srv.Addr())
+	c.AddHook(resendSettle{})
+	s := redisstore.New(c, redisstore.Options{SyncEvery: syncEvery, Timeout: time.Second})
+	t.Cleanup(func() { require.NoError(t, s.Close()) })
+	f = append(f, &replica{store: s, b: s.Breaker("dep", policy)})
+	waitSynced(t, f, syncEvery)
+	require.ErrorIs(t, f[0].call(true), errDown)
+	f.waitAll(t, resil.StateHalfOpen, converge)
+
+	require.NoError(t, f[2].call(false), "one trial succeeds; its settle runs twice")
+	assert.Equal(t, resil.StateHalfOpen, f[2].b.State(), "one success of the two HalfOpenCalls needs")
+	time.Sleep(3 * syncEvery) // real time: syncs that would bring a fleet close
+	assert.True(t, f.all(resil.StateHalfOpen), "the fleet is still half-open")
+
+	require.NoError(t, f[1].call(false), "the second trial")
+	f.waitAll(t, resil.StateClosed, converge)
+}
+
+// A trial that succeeds after another replica's trial reopened the fleet
+// does not leave its replica half-open: the replica adopts the fleet's
+// open state at its next sync.
+func TestFleetLateTrialAdoptsReopen(t *testing.T) {
+	srv := startRedis(t)
+	const openFor = 2 * time.Second
+	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 2}
+	// a syncs only when woken (its trip, a new breaker name), so that no
+	// sync of its own runs between b's failed trial and its trial's end.
+	a := &replica{store: redisstore.New(client(t, srv.Addr()), redisstore.Options{SyncEvery: time.Hour, Timeout: time.Second})}
+	t.Cleanup(func() { require.NoError(t, a.store.Close()) })
+	a.b = a.store.Breaker("dep", policy)
+	b := &replica{store: redisstore.New(client(t, srv.Addr()), redisstore.Options{SyncEvery: 50 * time.Millisecond, Timeout: time.Second})}
+	t.Cleanup(func() { require.NoError(t, b.store.Close()) })
+	b.b = b.store.Breaker("dep", policy)
+	f := fleet{a, b}
+	time.Sleep(200 * time.Millisecond) // real time: both join the fleet
+	require.ErrorIs(t, a.call(true), errDown, "a trips the fleet")
+	f.waitAll(t, resil.StateOpen, converge)
+	f.waitAll(t, resil.StateHalfOpen, converge)
+
+	held, release, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = resil.New[int]().Breaker(a.b).Run(context.Background(), func(context.Context) (int, error) {
+			close(held)
+			<-release
+			return 1, nil
+		})
+	}()
+	<-held
+	require.ErrorIs(t, b.call(true), errDown, "b's trial fails: the fleet reopens for OpenFor")
+	close(release)
+	<-done
+	a.store.Breaker("wake", policy) // a syncs
+	require.Eventually(t, func() bool { return a.b.State() == resil.StateOpen }, openFor/2, time.Millisecond,
+		"a adopts the reopened fleet")
+}
+
+// A trial that outlives its lease, with no other trial admitted in its
+// place, still ends the half-open period when it succeeds: its replica
+// does not keep the place for ever.
+func TestFleetTrialOutlivesLeaseStillCloses(t *testing.T) {
+	srv := startRedis(t)
+	const (
+		syncEvery = 100 * time.Millisecond
+		lease     = 300 * time.Millisecond
+	)
+	f := newFleet(t, srv.Addr(), 1, redisstore.Options{SyncEvery: syncEvery, TrialLease: lease},
+		resil.BreakerPolicy{MinCalls: 1, OpenFor: 200 * time.Millisecond})
+	waitSynced(t, f, syncEvery)
+	require.ErrorIs(t, f[0].call(true), errDown)
+	f.waitAll(t, resil.StateHalfOpen, converge)
+	_, err := resil.New[int]().Breaker(f[0].b).Run(context.Background(), func(context.Context) (int, error) {
+		time.Sleep(2 * lease) // real time: the lease expires in Redis
+		return 1, nil
+	})
+	require.NoError(t, err)
+	f.waitAll(t, resil.StateClosed, converge)
+	require.NoError(t, f[0].call(false))
+}
+
+// A replica still half-open from a period the fleet has left (it did not
+// sync while the fleet reopened and half-opened again) starts the new
+// half-open period afresh: the places its trials took in the old one do
+// not count against the new one.
+func TestFleetNewHalfOpenPeriodResetsTrials(t *testing.T) {
+	srv := startRedis(t)
+	const openFor = 300 * time.Millisecond
+	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 2}
+	// a syncs only when woken (its trip, a new breaker name), so that it
+	// misses the fleet's reopening.
+	a := &replica{store: redisstore.New(client(t, srv.Addr()), redisstore.Options{SyncEvery: time.Hour, Timeout: time.Second})}
+	t.Cleanup(func() { require.NoError(t, a.store.Close()) })
+	a.b = a.store.Breaker("dep", policy)
+	b := &replica{store: redisstore.New(client(t, srv.Addr()), redisstore.Options{SyncEvery: 50 * time.Millisecond, Timeout: time.Second})}
+	t.Cleanup(func() { require.NoError(t, b.store.Close()) })
+	b.b = b.store.Breaker("dep", policy)
+	f := fleet{a, b}
+	time.Sleep(200 * time.Millisecond) // real time: both join the fleet
+	require.ErrorIs(t, a.call(true), errDown, "a trips the fleet")
+	f.waitAll(t, resil.StateHalfOpen, converge)
+
+	require.NoError(t, a.call(false), "a's trial succeeds: one of two")
+	require.ErrorIs(t, b.call(true), errDown, "b's trial fails: the fleet reopens")
+	require.Eventually(t, func() bool { return b.b.State() == resil.StateOpen }, converge, time.Millisecond)
+	require.Eventually(t, func() bool { return b.b.State() == resil.StateHalfOpen }, converge, time.Millisecond,
+		"the fleet's new half-open period")
+	a.store.Breaker("wake", policy) // a syncs
+	// Until a's sync is in, the fleet refuses a's trials (a asks with the
+	// epoch it left), and they take no place.
+	require.Eventually(t, func() bool { return a.call(false) == nil }, converge, 10*time.Millisecond,
+		"a's first trial of the new period")
+	require.NoError(t, a.call(false), "a's second trial: the fleet has a place for it")
+	f.waitAll(t, resil.StateClosed, converge)
 }

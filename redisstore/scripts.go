@@ -113,18 +113,25 @@ return {1, epoch}
 `)
 
 // settleScript ends a trial: a success counts towards closing the fleet, a
-// failure reopens it, an ignored outcome gives the place back.
+// failure reopens it, an ignored outcome gives the place back. A success
+// counts only while its lease is held: not after the lease expired (another
+// trial may have its place), nor twice when the client sends the script
+// again because a reply was lost.
 //
 // KEYS: state, trials
 // ARGV: known epoch, lease id, outcome (1 succeeded, 2 failed, 3 ignored),
 // HalfOpenCalls, openFor
-// Returns: {answer (1 the fleet closed, 0 otherwise), epoch}
+// Returns: {answer, epoch}; answer 1: the fleet closed; 0: the outcome was
+// applied and the fleet is not closed; -1: the fleet has left the known
+// epoch, nothing was done; -2: a success whose lease is not held, not
+// counted.
 var settleScript = redis.NewScript(timeLua + `
 local epoch = tonumber(redis.call('HGET', KEYS[1], 'epoch')) or 0
-if epoch ~= tonumber(ARGV[1]) then return {0, epoch} end
-redis.call('ZREM', KEYS[2], ARGV[2])
+if epoch ~= tonumber(ARGV[1]) then return {-1, epoch} end
+local held = redis.call('ZREM', KEYS[2], ARGV[2]) == 1
 local outcome = tonumber(ARGV[3])
 if outcome == 1 then
+	if not held then return {-2, epoch} end
 	local passed = redis.call('HINCRBY', KEYS[1], 'passed', 1)
 	if passed >= tonumber(ARGV[4]) then
 		epoch = epoch + 1

@@ -76,8 +76,8 @@ type Options struct {
 	Timeout time.Duration
 	// TrialLease is how long a half-open trial holds its fleet-wide place
 	// when its replica never reports back (it crashed); a trial that runs
-	// longer may see another admitted in its place. 0 means 10s. Negative
-	// is invalid.
+	// longer may see another admitted in its place, and its success then
+	// counts on its own replica only. 0 means 10s. Negative is invalid.
 	TrialLease time.Duration
 	// Replica names this process in the fleet. "" means a name made of the
 	// host name, the process id and random bytes. Replicas must have
