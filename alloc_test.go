@@ -40,6 +40,7 @@ func TestAllocs(t *testing.T) {
 		"RetryBreakerFallback": 0,
 		"Timeout":              1,                // the context, never armed
 		"TimeoutWatched":       watchedFloor + 1, // armed: context.WithDeadline, plus the context
+		"TimeoutRetryTimeout":  2,                // two contexts, neither armed
 		"Full":                 1,
 	}
 	for _, c := range benchPipelines(t) {

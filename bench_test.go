@@ -85,6 +85,7 @@ func benchPipelines(tb testing.TB) []struct {
 		{"TimeoutWatched", resil.New[int]().Timeout(time.Second), watchFn, true},
 		{"RetryBreaker", resil.New[int]().Retry(noWaitRetry()).Breaker(resil.NewBreaker(resil.BreakerPolicy{})), okFn, true},
 		{"RetryBreakerFallback", resil.New[int]().Retry(noWaitRetry()).Breaker(resil.NewBreaker(resil.BreakerPolicy{})).Fallback(fallbackFn), okFn, true},
+		{"TimeoutRetryTimeout", resil.New[int]().Timeout(time.Second).Retry(noWaitRetry()).Timeout(2 * time.Second), okFn, true},
 		{"Full", resil.New[int]().Timeout(time.Second).Retry(noWaitRetry()).Breaker(resil.NewBreaker(resil.BreakerPolicy{})).Fallback(fallbackFn), okFn, true},
 	}
 }

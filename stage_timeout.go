@@ -51,7 +51,16 @@ func (p Pipeline[T]) Timeout(d time.Duration) Pipeline[T] {
 func (s timeoutStage[T]) compile() stageFunc[T] {
 	return func(ctx context.Context, n next[T]) (T, error) {
 		at := addSat(clock(), int64(s.d)) // a d of centuries must not wrap into the past
-		if dl, ok := ctx.Deadline(); ok && int64(dl.Sub(epoch)) <= at {
+		if outer, ok := ctx.(*timeoutCtx); ok {
+			// An outer Timeout's context (per-attempt and total limits
+			// both): its deadline is its at (it exists only when its
+			// parent's deadline is later), read without arming it, as
+			// Deadline would: a call that never waits pays for no timer,
+			// however many Timeouts it runs through.
+			if outer.at <= at {
+				return n.run(ctx, s.inner)
+			}
+		} else if dl, ok := ctx.Deadline(); ok && int64(dl.Sub(epoch)) <= at {
 			// The caller's deadline comes first, or with this one: it is the
 			// caller's, and the caller's context already carries it. (dl.Sub
 			// uses the monotonic readings; a deadline made from a wall-clock
