@@ -134,11 +134,29 @@ func Transient(err error) error {
 	return &markedError{err: err, mark: markTransient}
 }
 
+// maxWalk bounds the errors a walk of a chain looks at. errors.Is never
+// returns on a chain that cycles (an Unwrap that returns the error itself
+// or an ancestor) and takes 2^n steps on errors.Join(err, err) nested n
+// deep; a recursion through a cycle of joins overflows the stack, which
+// crashes the program. Retry and Breaker walk every failure's chain, so
+// their walks stop after maxWalk errors, as if the chain ended there. The
+// bound is far beyond any real chain and costs nothing on one; the worst a
+// chain can then do (a join that holds itself: maxWalk nested calls) is a
+// few tens of milliseconds.
+const maxWalk = 1 << 16
+
 // markOf returns the first Permanent or Transient mark found walking err's
-// chain in the order errors.Is walks it (depth-first, outermost first).
-// It allocates nothing.
+// chain in the order errors.Is walks it (depth-first, outermost first),
+// looking at no more than maxWalk errors. It allocates nothing.
 func markOf(err error) mark {
-	for err != nil {
+	budget := maxWalk
+	return markWalk(err, &budget)
+}
+
+// markWalk is markOf, with *budget the errors it may still look at.
+func markWalk(err error, budget *int) mark {
+	for err != nil && *budget > 0 {
+		*budget--
 		switch e := err.(type) {
 		case *markedError:
 			return e.mark
@@ -146,7 +164,7 @@ func markOf(err error) mark {
 			err = e.Unwrap()
 		case interface{ Unwrap() []error }:
 			for _, inner := range e.Unwrap() {
-				if m := markOf(inner); m != unmarked {
+				if m := markWalk(inner, budget); m != unmarked {
 					return m
 				}
 			}
@@ -166,21 +184,26 @@ func markOf(err error) mark {
 // that matches decides; when none does, the answer is true, because an
 // unknown failure is more likely a passing fault than a permanent one.
 // IsTransient(nil) is false. It is safe for concurrent use and allocates
-// nothing of its own.
+// nothing of its own. It never hangs: unlike errors.Is, it stops after
+// 65536 errors of the chain, as if the chain ended there, so a chain that
+// cycles ends it too.
 func IsTransient(err error) bool {
 	if err == nil {
 		return false
 	}
-	if v, ok := transientRule(err); ok {
+	budget := maxWalk
+	if v, ok := transientRule(err, &budget); ok {
 		return v
 	}
 	return true
 }
 
 // transientRule applies rules 2-4 of IsTransient along err's chain and
-// reports the first decision, if any.
-func transientRule(err error) (transient, decided bool) {
-	for err != nil {
+// reports the first decision, if any, looking at no more than *budget
+// errors (see maxWalk).
+func transientRule(err error, budget *int) (transient, decided bool) {
+	for err != nil && *budget > 0 {
+		*budget--
 		if e, ok := err.(*markedError); ok {
 			return e.mark == markTransient, true
 		}
@@ -195,7 +218,7 @@ func transientRule(err error) (transient, decided bool) {
 			err = e.Unwrap()
 		case interface{ Unwrap() []error }:
 			for _, inner := range e.Unwrap() {
-				if v, ok := transientRule(inner); ok {
+				if v, ok := transientRule(inner, budget); ok {
 					return v, true
 				}
 			}
@@ -222,7 +245,8 @@ func failFast(err error) bool {
 // the first mark in err's chain (markOf), else IsTransient(err), in one
 // walk of the chain instead of two. err is not nil.
 func markedOrTransient(err error) bool {
-	m, v, decided := markAndRule(err)
+	budget := maxWalk
+	m, v, decided := markAndRule(err, &budget)
 	switch {
 	case m != unmarked:
 		return m == markTransient
@@ -234,9 +258,11 @@ func markedOrTransient(err error) bool {
 
 // markAndRule walks err's chain as errors.Is does and returns the first
 // mark, and the first decision of rules 3-4 of IsTransient (a mark, rule 2,
-// ends the walk, so it is only ever the first mark).
-func markAndRule(err error) (m mark, transient, decided bool) {
-	for err != nil {
+// ends the walk, so it is only ever the first mark), looking at no more
+// than *budget errors (see maxWalk).
+func markAndRule(err error, budget *int) (m mark, transient, decided bool) {
+	for err != nil && *budget > 0 {
+		*budget--
 		if e, ok := err.(*markedError); ok {
 			return e.mark, transient, decided
 		}
@@ -252,7 +278,7 @@ func markAndRule(err error) (m mark, transient, decided bool) {
 			err = e.Unwrap()
 		case interface{ Unwrap() []error }:
 			for _, inner := range e.Unwrap() {
-				im, it, id := markAndRule(inner)
+				im, it, id := markAndRule(inner, budget)
 				if im != unmarked {
 					return im, transient, decided
 				}
@@ -269,9 +295,17 @@ func markAndRule(err error) (m mark, transient, decided bool) {
 }
 
 // retryAfter returns the first RetryAfter hint found in err's chain, in the
-// order errors.As looks, without the allocation errors.As would cost.
+// order errors.As looks, without the allocation errors.As would cost,
+// looking at no more than maxWalk errors.
 func retryAfter(err error) (time.Duration, bool) {
-	for err != nil {
+	budget := maxWalk
+	return hintWalk(err, &budget)
+}
+
+// hintWalk is retryAfter, with *budget the errors it may still look at.
+func hintWalk(err error, budget *int) (time.Duration, bool) {
+	for err != nil && *budget > 0 {
+		*budget--
 		if h, ok := err.(interface{ RetryAfter() time.Duration }); ok {
 			return h.RetryAfter(), true
 		}
@@ -280,7 +314,7 @@ func retryAfter(err error) (time.Duration, bool) {
 			err = e.Unwrap()
 		case interface{ Unwrap() []error }:
 			for _, inner := range e.Unwrap() {
-				if d, ok := retryAfter(inner); ok {
+				if d, ok := hintWalk(inner, budget); ok {
 					return d, true
 				}
 			}

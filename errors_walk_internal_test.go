@@ -1,0 +1,127 @@
+package resil
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+)
+
+// selfErr's Unwrap returns itself: a cycle of one error.
+type selfErr struct{}
+
+func (*selfErr) Error() string   { return "self" }
+func (e *selfErr) Unwrap() error { return e }
+
+// selfJoin's Unwrap() []error holds itself, twice: a cycle through a join
+// that would also double the paths at every step.
+type selfJoin struct{}
+
+func (*selfJoin) Error() string     { return "self join" }
+func (e *selfJoin) Unwrap() []error { return []error{e, e} }
+
+// hintErr is a server's hint to wait.
+type hintErr time.Duration
+
+func (hintErr) Error() string               { return "wait" }
+func (e hintErr) RetryAfter() time.Duration { return time.Duration(e) }
+
+// doubled joins err with itself n times: a tree of n levels that shares
+// each level, so it has 2^n paths to its leaf and few nodes.
+func doubled(err error, n int) error {
+	for range n {
+		err = errors.Join(err, err)
+	}
+	return err
+}
+
+// TestClassificationTerminates: a chain that cycles, or that has more paths
+// than any real one, must not hang Retry or Breaker (an endless loop) or
+// crash the program (an endless recursion overflows the stack, which no
+// recover catches). Before the walks were bounded, each case here hung or
+// overflowed the stack, as errors.Is does on the same chains.
+func TestClassificationTerminates(t *testing.T) {
+	hinted := hintErr(time.Second)
+	tests := []struct {
+		name      string
+		err       error
+		transient bool
+		mark      mark
+		hint      bool
+	}{
+		{"Unwrap returns itself", &selfErr{}, true, unmarked, false},
+		{"Unwrap() []error holds itself", &selfJoin{}, true, unmarked, false},
+		{"errors.Join of itself 64 times", doubled(io.EOF, 64), true, unmarked, false},
+		{"a mark is still found first", doubled(Permanent(io.EOF), 64), false, markPermanent, false},
+		{"a hint is still found first", doubled(hinted, 64), true, unmarked, true},
+		{"a cycle behind a mark", Transient(&selfErr{}), true, markTransient, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.transient, IsTransient(tt.err), "IsTransient")
+			assert.Equal(t, tt.mark, markOf(tt.err), "markOf")
+			want := tt.transient
+			if tt.mark != unmarked {
+				want = tt.mark == markTransient
+			}
+			assert.Equal(t, want, markedOrTransient(tt.err), "markedOrTransient")
+			_, ok := retryAfter(tt.err)
+			assert.Equal(t, tt.hint, ok, "retryAfter")
+		})
+	}
+}
+
+// nilUnwrap's Unwrap returns nil: the chain ends there.
+type nilUnwrap struct{}
+
+func (nilUnwrap) Error() string { return "nil unwrap" }
+func (nilUnwrap) Unwrap() error { return nil }
+
+// nilsJoin's Unwrap() []error holds nils around err.
+type nilsJoin struct{ err error }
+
+func (nilsJoin) Error() string     { return "nils" }
+func (e nilsJoin) Unwrap() []error { return []error{nil, e.err, nil} }
+
+// panicMsg's Error panics: classification never asks for the message.
+type panicMsg struct{}
+
+func (panicMsg) Error() string { panic("Error called") }
+
+// TestClassificationOddChains: chains that end oddly, and chains as long
+// and as wide as real programs could make, are classified by the rules,
+// the bound on the walk cutting none of them short.
+func TestClassificationOddChains(t *testing.T) {
+	deep := Permanent(io.EOF)
+	for range 10000 {
+		deep = fmt.Errorf("w: %w", deep)
+	}
+	wide := make([]error, 0, 10001)
+	for range 10000 {
+		wide = append(wide, fmt.Errorf("item: %w", io.EOF))
+	}
+	wide = append(wide, Permanent(io.EOF))
+	tests := []struct {
+		name      string
+		err       error
+		transient bool
+		mark      mark
+	}{
+		{"Unwrap returns nil", nilUnwrap{}, true, unmarked},
+		{"Unwrap() []error with nils", nilsJoin{Permanent(io.EOF)}, false, markPermanent},
+		{"Error panics", panicMsg{}, true, unmarked},
+		{"marked under panicking Errors", Transient(panicMsg{}), true, markTransient},
+		{"mark 10000 wraps deep", deep, false, markPermanent},
+		{"mark after 10000 joined errors", errors.Join(wide...), false, markPermanent},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.transient, IsTransient(tt.err), "IsTransient")
+			assert.Equal(t, tt.mark, markOf(tt.err), "markOf")
+			assert.Equal(t, tt.transient, markedOrTransient(tt.err), "markedOrTransient")
+		})
+	}
+}
