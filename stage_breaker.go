@@ -2,6 +2,7 @@ package resil
 
 import (
 	"context"
+	"errors"
 	"math"
 	"runtime"
 	"strconv"
@@ -36,7 +37,10 @@ type BreakerPolicy struct {
 	// FailureIf decides which unmarked errors count as failures (an error
 	// marked Transient always does, one marked Permanent never does); the
 	// others are ignored. nil means IsTransient, which ignores
-	// context.Canceled.
+	// context.Canceled; with it, the cause of the cancellation of a call's
+	// context is ignored too when the call's error matches it (a
+	// context.WithCancelCause, which errgroup makes: net/http returns its
+	// cause in place of context.Canceled).
 	FailureIf func(error) bool
 	// OnStateChange, if set, is called once per transition, in the order of
 	// the transitions, on a goroutine that called the breaker, never while
@@ -164,6 +168,7 @@ type Breaker struct {
 	width         int64 // bucket width in ns
 	span          int64 // buckets in the window: windowBuckets, or fewer when Window < windowBuckets ns
 	failureIf     func(error) bool
+	defaultIf     bool // FailureIf was nil: see classify
 	onChange      func(from, to BreakerState)
 	ring          [windowBuckets]bucket
 	cur           int64 // absolute index of the newest bucket
@@ -267,6 +272,7 @@ func NewBreaker(policy BreakerPolicy) *Breaker {
 	}
 	if b.failureIf == nil {
 		b.failureIf = IsTransient
+		b.defaultIf = true
 	}
 	if wordAtomic {
 		b.shards = make([]shard, runtime.GOMAXPROCS(0))
@@ -293,18 +299,28 @@ func (b *Breaker) State() BreakerState {
 	return BreakerState(w & 3)
 }
 
-// classify returns the outcome err stands for: marks first, then FailureIf.
-func (b *Breaker) classify(err error) outcome {
+// classify returns the outcome err stands for, for a call that ran with
+// ctx: marks first, then FailureIf. With the default FailureIf, an
+// unmarked error that is the cause of ctx's cancellation is ignored as
+// context.Canceled is: the caller gave up (a context.WithCancelCause, as
+// errgroup makes; net/http returns the cause in place of
+// context.Canceled).
+func (b *Breaker) classify(ctx context.Context, err error) outcome {
 	switch markOf(err) {
 	case markPermanent:
 		return ignored
 	case markTransient:
 		return failure
 	}
-	if b.failureIf(err) {
-		return failure
+	if !b.failureIf(err) {
+		return ignored
 	}
-	return ignored
+	if b.defaultIf && ctx.Err() == context.Canceled {
+		if cause := context.Cause(ctx); cause != context.Canceled && errors.Is(err, cause) {
+			return ignored
+		}
+	}
+	return failure
 }
 
 // succeedClosed records a success of a call admitted closed in generation
@@ -838,7 +854,7 @@ func (s breakerStage[T]) compile() stageFunc[T] {
 // failedClosed records the error of a call admitted closed in generation
 // gen.
 func (s breakerStage[T]) failedClosed(ctx context.Context, n *next[T], gen uint64, err error) {
-	if s.b.classify(err) == failure {
+	if s.b.classify(ctx, err) == failure {
 		if tr, ok := s.b.failClosed(gen); ok {
 			n.emitChange(ctx, tr)
 		}
@@ -866,7 +882,7 @@ func (s breakerStage[T]) runSlow(ctx context.Context, n next[T], w uint64) (T, e
 			b.succeedClosed(t.gen)
 			return v, nil
 		}
-		if b.classify(err) == failure {
+		if b.classify(ctx, err) == failure {
 			if tr, ok := b.failClosed(t.gen); ok {
 				n.emitChange(ctx, tr)
 			}
@@ -894,7 +910,7 @@ func (s breakerStage[T]) runTrial(ctx context.Context, n next[T], t ticket, tr t
 	settled = true
 	o := success
 	if err != nil {
-		o = s.b.classify(err)
+		o = s.b.classify(ctx, err)
 	}
 	if tr, ok := s.b.settleTrial(t, o); ok {
 		n.emitChange(ctx, tr)

@@ -442,3 +442,71 @@ func TestBreakerStateString(t *testing.T) {
 	assert.Equal(t, "half-open", resil.StateHalfOpen.String())
 	assert.Equal(t, "BreakerState(7)", resil.BreakerState(7).String())
 }
+
+// TestBreakerIgnoresCallsTheCallerCancelled: with the default FailureIf, the
+// error of a call whose caller cancelled it with a cause (errgroup's
+// context.WithCancelCause), when it is that cause (net/http returns it in
+// place of context.Canceled), says nothing of the dependency and is
+// ignored, as context.Canceled is. fn's own error still counts, a mark or
+// a FailureIf of the user's still decides, and a caller's deadline is not a
+// cancellation.
+func TestBreakerIgnoresCallsTheCallerCancelled(t *testing.T) {
+	sibling := errors.New("a sibling call failed")
+	tests := []struct {
+		name      string
+		failureIf func(error) bool
+		ctx       func() context.Context
+		err       error
+		wantOpen  bool
+	}{
+		{"cause returned", nil, cancelledBy(sibling), sibling, false},
+		{"cause wrapped", nil, cancelledBy(sibling), fmt.Errorf("Get: %w", sibling), false},
+		{"fn's own error after cancel counts", nil, cancelledBy(sibling), errFlaky, true},
+		{"fn's own error after plain cancel counts", nil, cancelledBy(nil), errFlaky, true},
+		{"Transient mark still counts", nil, cancelledBy(sibling), resil.Transient(sibling), true},
+		{"FailureIf of the user decides", func(error) bool { return true }, cancelledBy(sibling), sibling, true},
+		{"caller's deadline counts", nil, func() context.Context {
+			ctx, cancel := context.WithDeadline(context.Background(), time.Unix(0, 0))
+			cancel()
+			return ctx
+		}, errFlaky, true},
+		{"live context counts", nil, context.Background, sibling, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := resil.NewBreaker(resil.BreakerPolicy{MinCalls: 1, FailureIf: tt.failureIf})
+			p := resil.New[int]().Breaker(b)
+			_, err := p.Run(tt.ctx(), func(context.Context) (int, error) { return 0, tt.err })
+			require.ErrorIs(t, err, tt.err)
+			want := resil.StateClosed
+			if tt.wantOpen {
+				want = resil.StateOpen
+			}
+			assert.Equal(t, want, b.State())
+		})
+	}
+	t.Run("trial gives its place back", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			h := newHarness(t, resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Second})
+			h.times(1, errFlaky)
+			time.Sleep(time.Second)
+			_, err := h.p.Run(cancelledBy(sibling)(), func(ctx context.Context) (int, error) { return 0, context.Cause(ctx) })
+			require.ErrorIs(t, err, sibling)
+			assert.Equal(t, resil.StateHalfOpen, h.b.State())
+			ran, err := h.call(nil)
+			assert.True(t, ran, "the place was given back")
+			assert.NoError(t, err)
+			assert.Equal(t, resil.StateClosed, h.b.State())
+		})
+	})
+}
+
+// cancelledBy returns a function that makes a context cancelled with cause
+// (context.Canceled when cause is nil).
+func cancelledBy(cause error) func() context.Context {
+	return func() context.Context {
+		ctx, cancel := context.WithCancelCause(context.Background())
+		cancel(cause)
+		return ctx
+	}
+}
