@@ -84,15 +84,14 @@ func (e *RetryError) Unwrap() error { return e.Err }
 // waiting, or had ended by the time an attempt failed: it matches the
 // context's error and wraps the last attempt's error.
 type stopError struct {
-	cause error // ctx.Err()
-	last  error
+	errs [2]error // ctx.Err(), then the last attempt's error; Unwrap returns it without allocating
 }
 
 func (e *stopError) Error() string {
-	return "resil: " + e.cause.Error() + " before the next attempt; last error: " + e.last.Error()
+	return "resil: " + e.errs[0].Error() + " before the next attempt; last error: " + e.errs[1].Error()
 }
 
-func (e *stopError) Unwrap() []error { return []error{e.cause, e.last} }
+func (e *stopError) Unwrap() []error { return e.errs[:] }
 
 // mark is how Permanent and Transient label an error.
 type mark uint8

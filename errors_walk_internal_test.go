@@ -1,6 +1,7 @@
 package resil
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -124,4 +125,19 @@ func TestClassificationOddChains(t *testing.T) {
 			assert.Equal(t, tt.transient, markedOrTransient(tt.err), "markedOrTransient")
 		})
 	}
+}
+
+// TestStopErrorWalksAllocateNothing: what Retry returns when its context
+// ended is classified by an outer Breaker or Retry, and by IsTransient,
+// without an allocation (its Unwrap returns a slice it holds).
+func TestStopErrorWalksAllocateNothing(t *testing.T) {
+	err := error(&stopError{errs: [2]error{context.Canceled, io.EOF}})
+	allocs := testing.AllocsPerRun(100, func() {
+		_ = markOf(err)
+		_ = IsTransient(err)
+		_ = markedOrTransient(err)
+		_, _ = retryAfter(err)
+	})
+	assert.Zero(t, allocs)
+	assert.Equal(t, []error{context.Canceled, io.EOF}, err.(interface{ Unwrap() []error }).Unwrap())
 }

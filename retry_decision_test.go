@@ -44,7 +44,7 @@ func TestMarkedOrTransientMatchesTwoWalks(t *testing.T) {
 		func(e error) error { return errors.Join(transientMethodErr{false}, e) },
 		func(e error) error { return fmt.Errorf("two: %w, %w", context.Canceled, e) },
 		func(e error) error { return &RetryError{Attempts: 1, Err: e} },
-		func(e error) error { return &stopError{cause: context.Canceled, last: e} },
+		func(e error) error { return &stopError{errs: [2]error{context.Canceled, e}} },
 	}
 	twoWalks := func(err error) bool {
 		switch markOf(err) {

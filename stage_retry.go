@@ -236,7 +236,7 @@ func (s retryStage[T]) retry(ctx context.Context, n next[T], start int64, v T, e
 			return v, err
 		}
 		if cerr := ctx.Err(); cerr != nil {
-			return zero, &stopError{cause: cerr, last: err}
+			return zero, &stopError{errs: [2]error{cerr, err}}
 		}
 		if attempt >= p.maxAttempts {
 			return zero, &RetryError{Attempts: attempt, Err: err}
@@ -276,7 +276,7 @@ func (s retryStage[T]) retry(ctx context.Context, n next[T], start int64, v T, e
 			if p.budget != nil {
 				p.budget.refund(spent) // the retry is not made
 			}
-			return zero, &stopError{cause: ctx.Err(), last: err}
+			return zero, &stopError{errs: [2]error{ctx.Err(), err}}
 		case <-timer.C:
 		}
 	}
