@@ -290,7 +290,15 @@ func (s *Store) stale() time.Duration { return 3 * s.opts.SyncEvery }
 // them.
 const keyTTL = 24 * time.Hour
 
-func ms(d time.Duration) int64 { return d.Milliseconds() }
+// ms is d in whole milliseconds for the scripts, rounded up: a positive
+// duration under 1ms is not sent as 0.
+func ms(d time.Duration) int64 {
+	m := d.Milliseconds()
+	if d > 0 && d%time.Millisecond != 0 {
+		m++
+	}
+	return m
+}
 
 // sync is one round of the background work: in one pipelined round trip,
 // every breaker publishes its counts (and its own transitions) and reads
