@@ -2,7 +2,9 @@ package resil
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"reflect"
 )
 
 // Attribute keys of the records SlogObserver writes. They are stable: log
@@ -27,7 +29,9 @@ const (
 //	attempt   int       the attempt, when the event has one
 //	delay     duration  the wait before the next attempt (retry)
 //	elapsed   duration  time spent in the call so far (every record)
-//	error     string    the error's text, when there is one
+//	error     string    the error's text, when there is one (an Error
+//	                    method that panics gives what log/slog writes for
+//	                    it: "<nil>" for a nil pointer, else "!PANIC: ...")
 //	from, to  string    closed, open, half-open (state-change)
 //
 // Levels: attempts and successes are Debug; a breaker that closes or turns
@@ -99,10 +103,28 @@ func (o slogObserver) Observe(ctx context.Context, e Event) {
 	}
 	attrs = append(attrs, slog.Duration(slogElapsed, e.Elapsed))
 	if e.Err != nil {
-		attrs = append(attrs, slog.String(slogError, e.Err.Error()))
+		attrs = append(attrs, slog.String(slogError, slogErrorText(e.Err)))
 	}
 	if e.Kind == EventStateChange {
 		attrs = append(attrs, slog.String(slogFrom, e.From.String()), slog.String(slogTo, e.To.String()))
 	}
 	o.l.LogAttrs(ctx, level, msg, attrs...)
+}
+
+// slogErrorText returns err.Error(). An Error method that panics (a typed
+// nil pointer whose method dereferences it, most often) gives what log/slog
+// writes for such an error: "<nil>" for a nil pointer, else "!PANIC: " and
+// the panic's value. Observing a call must not turn its error into a
+// panic.
+func slogErrorText(err error) (text string) {
+	defer func() {
+		if r := recover(); r != nil {
+			if v := reflect.ValueOf(err); v.Kind() == reflect.Pointer && v.IsNil() {
+				text = "<nil>"
+				return
+			}
+			text = fmt.Sprintf("!PANIC: %v", r)
+		}
+	}()
+	return err.Error()
 }

@@ -143,3 +143,64 @@ func TestSlogObserverWrappedError(t *testing.T) {
 	assert.NotContains(t, recs[0], "attempt", "attempt 0 is left out")
 	assert.NotContains(t, recs[0], "delay", "delay belongs to retries")
 }
+
+// nilPtrError is an error whose Error method dereferences its receiver: a
+// typed nil *nilPtrError panics when its text is asked for.
+type nilPtrError struct{ msg string }
+
+func (e *nilPtrError) Error() string { return e.msg }
+
+// panicError is an error whose Error method panics.
+type panicError struct{}
+
+func (panicError) Error() string { panic("no text") }
+
+// An error whose Error method panics is written as log/slog writes it; the
+// observer does not turn a failed call into a panic.
+func TestSlogObserverErrorThatPanics(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"typed nil pointer", (*nilPtrError)(nil), "<nil>"},
+		{"panicking Error", panicError{}, "!PANIC: no text"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			l := slog.New(slog.NewJSONHandler(&buf, nil))
+			p := resil.New[int]().Named("p").Observe(resil.SlogObserver(l))
+			var err error
+			require.NotPanics(t, func() {
+				_, err = p.Run(context.Background(), func(context.Context) (int, error) { return 0, c.err })
+			})
+			require.Equal(t, c.err, err)
+			recs := jsonRecords(t, &buf)
+			require.Len(t, recs, 1)
+			assert.Equal(t, "failure", recs[0]["event"])
+			assert.Equal(t, c.want, recs[0]["error"])
+		})
+	}
+}
+
+// offHandler is a slog.Handler that enables no level.
+type offHandler struct{ slog.Handler }
+
+func (offHandler) Enabled(context.Context, slog.Level) bool { return false }
+
+// textCounter is an error that counts the calls of its Error method.
+type textCounter struct{ calls *int }
+
+func (e textCounter) Error() string { *e.calls++; return "counted" }
+
+// A disabled level costs no allocation and no formatting, whatever the
+// event.
+func TestSlogObserverDisabledCostsNothing(t *testing.T) {
+	o := resil.SlogObserver(slog.New(offHandler{}))
+	calls := 0
+	for k := resil.EventAttempt; k <= resil.EventStateChange+1; k++ {
+		e := resil.Event{Pipeline: "p", Kind: k, Attempt: 2, Err: textCounter{&calls}, Delay: msec, To: resil.StateOpen}
+		assert.Zero(t, testing.AllocsPerRun(100, func() { o.Observe(context.Background(), e) }), "%v", k)
+	}
+	assert.Zero(t, calls, "no error text is built")
+}

@@ -27,7 +27,10 @@ func TestStressHalfOpenTrialsBounded(t *testing.T) {
 	var admitted atomic.Int64
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
-	var maxTrials int
+	var (
+		maxTrials int
+		seen      atomic.Bool // the checker has seen a trial in flight
+	)
 	wg.Go(func() {
 		for {
 			select {
@@ -39,6 +42,9 @@ func TestStressHalfOpenTrialsBounded(t *testing.T) {
 			trials, passed := b.trials, b.passed
 			b.mu.Unlock()
 			maxTrials = max(maxTrials, trials)
+			if trials > 0 {
+				seen.Store(true)
+			}
 			if trials < 0 || trials > limit || passed > trials {
 				t.Errorf("trials=%d passed=%d, limit %d", trials, passed, limit)
 				return
@@ -46,11 +52,18 @@ func TestStressHalfOpenTrialsBounded(t *testing.T) {
 			runtime.Gosched()
 		}
 	})
-	deadline := time.Now().Add(200 * time.Millisecond) // real time: the point is real concurrency
+	// Real time: the point is real concurrency. The callers go on past
+	// 200ms until the checker has seen a trial in flight (on a loaded
+	// machine it may be scheduled rarely), for 10s at most.
+	deadline, hard := time.Now().Add(200*time.Millisecond), time.Now().Add(10*time.Second)
+	more := func() bool {
+		now := time.Now()
+		return now.Before(deadline) || (!seen.Load() && now.Before(hard))
+	}
 	var callers sync.WaitGroup
 	for g := range 8 {
 		callers.Go(func() {
-			for i := 0; time.Now().Before(deadline); i++ {
+			for i := 0; more(); i++ {
 				func() {
 					defer func() { _ = recover() }()
 					_, _ = p.Run(context.Background(), func(context.Context) (int, error) {
