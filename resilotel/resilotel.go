@@ -92,9 +92,10 @@ var durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5,
 //	resil.breaker.state       gauge      {state}       last breaker state reported: 0 closed, 1 open, 2 half-open
 //
 // Every measurement carries resil.pipeline, the pipeline's name. A call's
-// outcome is "success" when it returned no error; "rejected" when a stage
-// ran nothing for it (its error matches resil.ErrBreakerOpen,
-// resil.ErrBulkheadFull or resil.ErrRateLimited); "timeout" when its error
+// outcome is "success" when it returned no error; "rejected" when its
+// error matches resil.ErrBreakerOpen, resil.ErrBulkheadFull or
+// resil.ErrRateLimited (a stage refused its last attempt; earlier attempts
+// of a Retry outside that stage may have run); "timeout" when its error
 // matches context.DeadlineExceeded (which resil.ErrTimeout does);
 // "canceled" when it matches context.Canceled; and "failure" otherwise (a
 // retry budget's refusal and an injected Chaos fault included). A call
