@@ -43,8 +43,10 @@ type BreakerLog struct {
 // OnStateChange records the transition from → to, at time.Now(). Its
 // signature is that of BreakerPolicy.OnStateChange.
 func (l *BreakerLog) OnStateChange(from, to resil.BreakerState) {
-	t := Transition{At: time.Now(), From: from, To: to, seq: seq.Add(1)}
 	l.mu.Lock()
+	// Dated and numbered under the lock, so that transitions are kept in
+	// the order they were recorded (see Fake.Call).
+	t := Transition{At: time.Now(), From: from, To: to, seq: seq.Add(1)}
 	l.ts = append(l.ts, t)
 	l.mu.Unlock()
 }

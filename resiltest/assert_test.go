@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -238,4 +239,24 @@ func TestProfileSurvivesAnOutage(t *testing.T) {
 		assert.True(t, resiltest.AssertBreakerStates(t, &log)) // never tripped
 		assert.True(t, resiltest.AssertNoCallWhileOpen(t, dep, &log))
 	})
+}
+
+// A BreakerLog shared by breakers that change state at once records the
+// transitions in the order it dated them.
+func TestBreakerLogRecordsConcurrentTransitionsInOrder(t *testing.T) {
+	var log resiltest.BreakerLog
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 500 {
+				log.OnStateChange(resil.StateClosed, resil.StateOpen)
+			}
+		})
+	}
+	wg.Wait()
+	ts := log.Transitions()
+	require.Len(t, ts, 4000)
+	for i := 1; i < len(ts); i++ {
+		require.False(t, ts[i].At.Before(ts[i-1].At), "transition %d recorded %v before transition %d", i+1, ts[i-1].At.Sub(ts[i].At), i)
+	}
 }

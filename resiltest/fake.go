@@ -193,11 +193,14 @@ func (f *Fake[T]) stepFor(n int) Step {
 // the script) and records it. Its type is what Pipeline.Run wants:
 // p.Run(ctx, fake.Call).
 func (f *Fake[T]) Call(ctx context.Context) (T, error) {
-	c := Call{Start: time.Now(), seq: seq.Add(1)}
+	var c Call
 	if d, ok := ctx.Deadline(); ok {
 		c.Deadline = d
 	}
 	f.mu.Lock()
+	// Dated and numbered under the lock, so that calls are recorded in
+	// the order they started, also when they start at once.
+	c.Start, c.seq = time.Now(), seq.Add(1)
 	c.Attempt = len(f.calls) + 1
 	idx := len(f.calls)
 	f.calls = append(f.calls, c)

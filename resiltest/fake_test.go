@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -239,4 +241,30 @@ func TestRetryWaitsInABubble(t *testing.T) {
 		assert.Equal(t, calls[1].Start.Add(2*time.Second), calls[1].Deadline)
 		assert.Equal(t, 2*time.Second+100*time.Millisecond+time.Second+200*time.Millisecond, time.Since(start))
 	})
+}
+
+// Calls made at once are recorded in the order they started: Attempt n
+// never started after Attempt n+1, so Waits and the order of Calls agree
+// with the clock.
+func TestConcurrentCallsAreRecordedInStartOrder(t *testing.T) {
+	dep := resiltest.Script[int]()
+	h := resiltest.Handler()
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 500 {
+				_, _ = dep.Call(context.Background())
+				h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil))
+			}
+		})
+	}
+	wg.Wait()
+	for name, calls := range map[string][]resiltest.Call{"Fake": dep.Calls(), "FlakyHandler": h.Calls()} {
+		require.Len(t, calls, 4000, name)
+		for i := 1; i < len(calls); i++ {
+			require.False(t, calls[i].Start.Before(calls[i-1].Start),
+				"%s: attempt %d started %v before attempt %d", name, calls[i].Attempt,
+				calls[i-1].Start.Sub(calls[i].Start), calls[i-1].Attempt)
+		}
+	}
 }

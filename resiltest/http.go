@@ -2,6 +2,7 @@ package resiltest
 
 import (
 	"errors"
+	"io"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -30,6 +31,10 @@ type Reply struct {
 	// EOF or a reset), by hijacking it. Where the connection cannot be
 	// hijacked (HTTP/2, httptest.ResponseRecorder) the handler panics with
 	// http.ErrAbortHandler, which a server answers by aborting the response.
+	// A FlakyHandler that may drop a connection answers every request with
+	// "Connection: close", so that no connection is reused: http.Transport
+	// resends a request on its own when a reused connection closes without
+	// an answer, and the client would see the next reply, not the drop.
 	Drop bool
 	// Truncate announces the whole body's Content-Length, sends the first
 	// half and closes the connection: the client reads the headers, then
@@ -52,6 +57,7 @@ type Reply struct {
 type FlakyHandler struct {
 	replies []Reply
 	gen     func(n int) Reply
+	close   bool // a reply may drop its connection: reuse none (see Reply.Drop)
 	mu      sync.Mutex
 	calls   []Call // guarded by mu
 }
@@ -76,7 +82,11 @@ func Handler(replies ...Reply) *FlakyHandler {
 			panic("resiltest: Handler reply " + strconv.Itoa(i+1) + ": Reply.Status must be 0 or a status code (100-999), got " + strconv.Itoa(r.Status))
 		}
 	}
-	return &FlakyHandler{replies: append([]Reply(nil), replies...)}
+	h := &FlakyHandler{replies: append([]Reply(nil), replies...)}
+	for _, r := range replies {
+		h.close = h.close || r.Drop
+	}
+	return h
 }
 
 // HTTPFaults describes the random replies of a RandomHandler. The zero
@@ -141,7 +151,7 @@ func RandomHandler(f HTTPFaults) *FlakyHandler {
 	if err := f.Validate(); err != nil {
 		panic(err.Error())
 	}
-	return &FlakyHandler{gen: f.reply}
+	return &FlakyHandler{gen: f.reply, close: f.DropRate > 0}
 }
 
 // reply draws the reply to request n, always with the same draws.
@@ -181,20 +191,25 @@ func (h *FlakyHandler) replyFor(n int) Reply {
 	return h.replies[len(h.replies)-1]
 }
 
-// ServeHTTP answers r with the reply of this request and records it.
+// ServeHTTP answers r with the reply of this request and records it. It
+// reads r's body to the end before it waits or answers.
 func (h *FlakyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	c := Call{Start: time.Now(), seq: seq.Add(1)}
+	var c Call
 	ctx := r.Context()
 	if d, ok := ctx.Deadline(); ok {
 		c.Deadline = d
 	}
 	h.mu.Lock()
+	c.Start, c.seq = time.Now(), seq.Add(1) // under the lock: see Fake.Call
 	c.Attempt = len(h.calls) + 1
 	idx := len(h.calls)
 	h.calls = append(h.calls, c)
 	h.mu.Unlock()
 
 	rep := h.replyFor(c.Attempt)
+	// Read the body first: net/http watches for the client going away,
+	// and ends the request's context, only once the body has been read.
+	_, _ = io.Copy(io.Discard, r.Body)
 	if rep.Delay > 0 {
 		t := time.NewTimer(rep.Delay)
 		select {
@@ -225,7 +240,7 @@ func (h *FlakyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	hdr := w.Header()
 	for k, vs := range rep.Header {
-		hdr[k] = append([]string(nil), vs...)
+		hdr[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
 	}
 	if rep.RetryAfter > 0 {
 		secs := rep.RetryAfter / time.Second // rounded up without overflowing
@@ -238,6 +253,9 @@ func (h *FlakyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		hdr.Set("Content-Type", "text/plain; charset=utf-8")
 	}
 	hdr.Set("Content-Length", strconv.Itoa(len(body)))
+	if h.close {
+		hdr.Set("Connection", "close")
+	}
 	h.finish(idx, status, nil)
 	w.WriteHeader(status)
 	if !rep.Truncate {

@@ -298,3 +298,58 @@ func TestPipelineRetriesThroughHTTPFaults(t *testing.T) {
 	require.Equal(t, "done", body)
 	resiltest.AssertAttempts(t, h, 4)
 }
+
+// Reply.Header's keys are sent as http.Header.Set would: a key spelt in
+// lower case replaces the handler's default, it is not sent beside it.
+func TestHandlerHeaderKeysAreCanonical(t *testing.T) {
+	h := resiltest.Handler(resiltest.Reply{Header: http.Header{
+		"content-type": {"application/json"},
+		"retry-after":  {"Wed, 21 Oct 2015 07:28:00 GMT"},
+	}, Body: "{}"})
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+	assert.Equal(t, []string{"application/json"}, rec.Header().Values("Content-Type"))
+	assert.Equal(t, "Wed, 21 Oct 2015 07:28:00 GMT", rec.Header().Get("Retry-After"))
+
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	resp, err := get(t, srv.URL)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, []string{"application/json"}, resp.Header.Values("Content-Type"))
+}
+
+// A dropped connection reaches a client that keeps connections alive
+// (httptest.Server.Client, http.DefaultClient): its transport would resend
+// a GET on its own when a reused connection closes without an answer, and
+// the test would see the next reply in place of the drop.
+func TestHandlerDropReachesAKeepAliveClient(t *testing.T) {
+	tests := []struct {
+		name string
+		h    *resiltest.FlakyHandler
+	}{
+		{"Handler", resiltest.Handler(resiltest.Reply{}, resiltest.Reply{Drop: true}, resiltest.Reply{Body: "after"})},
+		{"RandomHandler", resiltest.RandomHandler(resiltest.HTTPFaults{Seed: 1, DropRate: 0.5})},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(tt.h)
+			defer srv.Close()
+			c := srv.Client()
+			defer c.CloseIdleConnections()
+			var got []int
+			for range 20 {
+				resp, err := c.Get(srv.URL)
+				if err != nil {
+					got = append(got, 0)
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				got = append(got, resp.StatusCode)
+			}
+			require.Equal(t, 20, tt.h.Count(), "each request reached the handler once")
+			assert.Equal(t, statuses(tt.h.Calls()), got, "the client saw every drop")
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -132,5 +133,28 @@ func TestServerCloseEndsRequestsInFlight(t *testing.T) {
 		assert.False(t, errors.Is(err, context.DeadlineExceeded))
 		_, _, err = fetch(t.Context(), srv.Client(), srv.URL)
 		require.Error(t, err, "a closed server accepts nothing")
+	})
+}
+
+// A client that sends a body and gives up during a reply's delay ends the
+// handler's wait, as one without a body does: net/http notices that a
+// client went away only once the handler has read the request's body.
+func TestHandlerDelayEndsWhenAClientWithABodyGivesUp(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := resiltest.Handler(resiltest.Reply{Delay: time.Hour})
+		srv := resiltest.NewServer(h)
+		defer srv.Close()
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL, strings.NewReader(`{"order": 42}`))
+		require.NoError(t, err)
+		_, err = srv.Client().Do(req)
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+
+		synctest.Wait() // the handler has seen the client go
+		calls := h.Calls()
+		require.Len(t, calls, 1)
+		assert.Equal(t, time.Second, calls[0].End.Sub(calls[0].Start))
+		assert.ErrorIs(t, calls[0].Err, context.Canceled)
 	})
 }

@@ -27,7 +27,7 @@ import (
 // never shrink them. The breaker's open period is just under four ticks:
 // the fourth call after a trip always finds it half-open, and the third
 // finds it still open unless the three sleeps before it overran by more
-// than three quarters of a tick in all. That keeps the output the same from
+// than nine tenths of a tick in all. That keeps the output the same from
 // run to run, loaded machine or not.
 const (
 	seed     = 7
@@ -140,8 +140,10 @@ func report(w io.Writer, b, p *tally) error {
 	fmt.Fprintf(w, "resil quickstart: %d calls to a simulated flaky service (seed %d)\n", calls, seed)
 	fmt.Fprintf(w, "  30%% of attempts fail (connection reset); call 5 fails for good (404);\n")
 	fmt.Fprintf(w, "  calls 13-24: the service is down (503); calls 35-38: the first attempt takes %v\n\n", slow)
-	fmt.Fprintf(w, "pipeline: Timeout(%v) → Retry(3 attempts) → Breaker(20%% of 5+ calls, open %v) → Fallback(cached)\n\n",
-		perTry, openFor)
+	// Drawn as README.md draws a pipeline: from the outermost stage (the
+	// last added) to the innermost, then the service.
+	fmt.Fprintf(w, "pipeline: Fallback(cached) → Breaker(20%% of 5+ calls, open %v) → Retry(3 attempts) → Timeout(%v per attempt) → service\n\n",
+		openFor, perTry)
 
 	dash := func(n int) string {
 		if n == 0 {

@@ -59,4 +59,7 @@ func testQuickstart(t *testing.T) {
 	}
 	assert.Equal(t, outputs[0], outputs[1], "the same seed prints the same table")
 	assert.Contains(t, outputs[0], "breaker: closed → open → half-open")
+	// The stages as README.md draws them: a call goes from the outermost
+	// (the last added) to the innermost, then to the service.
+	assert.Contains(t, outputs[0], "pipeline: Fallback(cached) → Breaker(20% of 5+ calls, open 390ms) → Retry(3 attempts) → Timeout(20ms per attempt) → service\n")
 }
