@@ -76,7 +76,7 @@ func FuzzHTTPFaults(f *testing.F) {
 		if r.Delay < fs.Latency || r.Delay > addSat(fs.Latency, fs.Jitter) {
 			t.Fatalf("delay %v outside [%v, %v+%v]", r.Delay, fs.Latency, fs.Latency, fs.Jitter)
 		}
-		if r.Status != 0 && (r.Status < 100 || r.Status > 999) {
+		if r.Status != 0 && (r.Status < 200 || r.Status > 999) {
 			t.Fatalf("status %d", r.Status)
 		}
 		if fs.ErrorRate == 0 && fs.DropRate == 0 && fs.TruncateRate == 0 && (r.Status != 0 || r.Drop || r.Truncate) {

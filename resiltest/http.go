@@ -14,7 +14,9 @@ import (
 // Reply is one entry of a FlakyHandler's script: how it answers a request.
 // The zero Reply answers 200 with the body "OK", once, at once.
 type Reply struct {
-	// Status is the status code: 0 (meaning 200) or 100 to 999.
+	// Status is the status code: 0 (meaning 200) or 200 to 999. A 1xx is
+	// refused: net/http sends it as an informational response followed by
+	// a 200, which the client would see instead.
 	Status int
 	// RetryAfter, when > 0, is sent as a Retry-After header in whole
 	// seconds, rounded up. For an HTTP-date, set Header instead.
@@ -78,8 +80,8 @@ func Handler(replies ...Reply) *FlakyHandler {
 		if r.Times < 0 {
 			panic("resiltest: Handler reply " + strconv.Itoa(i+1) + ": Reply.Times must be >= 0, got " + strconv.Itoa(r.Times))
 		}
-		if r.Status != 0 && (r.Status < 100 || r.Status > 999) {
-			panic("resiltest: Handler reply " + strconv.Itoa(i+1) + ": Reply.Status must be 0 or a status code (100-999), got " + strconv.Itoa(r.Status))
+		if r.Status != 0 && (r.Status < 200 || r.Status > 999) {
+			panic("resiltest: Handler reply " + strconv.Itoa(i+1) + ": Reply.Status must be 0 or a final status code (200-999), got " + strconv.Itoa(r.Status))
 		}
 	}
 	h := &FlakyHandler{replies: append([]Reply(nil), replies...)}
@@ -130,8 +132,8 @@ func (f HTTPFaults) Validate() error {
 	if sum := f.ErrorRate + f.DropRate + f.TruncateRate; sum > 1 {
 		return errors.New("resiltest: HTTPFaults.ErrorRate+DropRate+TruncateRate must be <= 1, got " + strconv.FormatFloat(sum, 'g', -1, 64))
 	}
-	if f.Status != 0 && (f.Status < 100 || f.Status > 999) {
-		return errors.New("resiltest: HTTPFaults.Status must be a status code, got " + strconv.Itoa(f.Status))
+	if f.Status != 0 && (f.Status < 200 || f.Status > 999) {
+		return errors.New("resiltest: HTTPFaults.Status must be a final status code (200-999), got " + strconv.Itoa(f.Status))
 	}
 	for _, d := range []struct {
 		name string

@@ -156,14 +156,15 @@ func TestHandlerBadReplyPanics(t *testing.T) {
 		want string
 	}{
 		{resiltest.Reply{Times: -1}, "resiltest: Handler reply 2: Reply.Times must be >= 0, got -1"},
-		{resiltest.Reply{Status: 42}, "resiltest: Handler reply 2: Reply.Status must be 0 or a status code (100-999), got 42"},
-		{resiltest.Reply{Status: -1}, "resiltest: Handler reply 2: Reply.Status must be 0 or a status code (100-999), got -1"},
-		{resiltest.Reply{Status: 1000}, "resiltest: Handler reply 2: Reply.Status must be 0 or a status code (100-999), got 1000"},
+		{resiltest.Reply{Status: 42}, "resiltest: Handler reply 2: Reply.Status must be 0 or a final status code (200-999), got 42"},
+		{resiltest.Reply{Status: -1}, "resiltest: Handler reply 2: Reply.Status must be 0 or a final status code (200-999), got -1"},
+		{resiltest.Reply{Status: 1000}, "resiltest: Handler reply 2: Reply.Status must be 0 or a final status code (200-999), got 1000"},
+		{resiltest.Reply{Status: 103}, "resiltest: Handler reply 2: Reply.Status must be 0 or a final status code (200-999), got 103"},
 	}
 	for _, tt := range tests {
 		require.PanicsWithValue(t, tt.want, func() { resiltest.Handler(resiltest.Reply{}, tt.bad) })
 	}
-	for _, ok := range []int{0, 100, 200, 599, 999} {
+	for _, ok := range []int{0, 200, 599, 999} {
 		require.NotPanics(t, func() { resiltest.Handler(resiltest.Reply{Status: ok}) }, "Status %d", ok)
 	}
 }
@@ -252,7 +253,8 @@ func TestHTTPFaultsValidate(t *testing.T) {
 		{"DropRate", resiltest.HTTPFaults{DropRate: -1}, "resiltest: HTTPFaults.DropRate must be in [0, 1], got -1"},
 		{"TruncateRate", resiltest.HTTPFaults{TruncateRate: 1.1}, "resiltest: HTTPFaults.TruncateRate must be in [0, 1], got 1.1"},
 		{"sum", resiltest.HTTPFaults{ErrorRate: 0.5, DropRate: 0.5, TruncateRate: 0.25}, "resiltest: HTTPFaults.ErrorRate+DropRate+TruncateRate must be <= 1, got 1.25"},
-		{"Status", resiltest.HTTPFaults{Status: 42}, "resiltest: HTTPFaults.Status must be a status code, got 42"},
+		{"Status", resiltest.HTTPFaults{Status: 42}, "resiltest: HTTPFaults.Status must be a final status code (200-999), got 42"},
+		{"Status 1xx", resiltest.HTTPFaults{Status: 100}, "resiltest: HTTPFaults.Status must be a final status code (200-999), got 100"},
 		{"RetryAfter", resiltest.HTTPFaults{RetryAfter: -time.Second}, "resiltest: HTTPFaults.RetryAfter must be >= 0, got -1s"},
 		{"Latency", resiltest.HTTPFaults{Latency: -1}, "resiltest: HTTPFaults.Latency must be >= 0, got -1ns"},
 		{"Jitter", resiltest.HTTPFaults{Jitter: -1}, "resiltest: HTTPFaults.Jitter must be >= 0, got -1ns"},
