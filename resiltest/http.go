@@ -68,7 +68,7 @@ type FlakyHandler struct {
 // order; when they run out, the last reply repeats forever. With no
 // replies every request is answered 200 "OK". It panics, naming the reply
 // and the field, when a reply's Times is negative or its Status is not 0
-// or a status code (100 to 999).
+// or a final status code (200 to 999).
 //
 //	h := resiltest.Handler(
 //		resiltest.Reply{Status: 503, RetryAfter: time.Second, Times: 2},
