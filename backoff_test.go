@@ -2,11 +2,13 @@ package resil_test
 
 import (
 	"math"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/resil-go/resil"
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestExponential(t *testing.T) {
@@ -82,4 +84,48 @@ func TestExponentialJitterSpreads(t *testing.T) {
 		seen[b(1)] = true
 	}
 	assert.Greater(t, len(seen), 50, "jitter spreads retries over [0, 1s]")
+}
+
+// TestExponentialJitterIsUniform: ExponentialJitter's delays cover
+// [0, min(max, initial·2^(retry−1))] evenly, at the first retry, below the
+// cap and at the cap. The global random source cannot be seeded, so the
+// bounds are loose: a chi-squared statistic over 10 bins (9 degrees of
+// freedom) above 60 happens by chance with probability about 1e-9, and
+// 30000 samples all missing the lowest or highest 1% about e^-300.
+func TestExponentialJitterIsUniform(t *testing.T) {
+	const (
+		samples = 30000
+		bins    = 10
+	)
+	b := resil.ExponentialJitter(100*time.Millisecond, 10*time.Second)
+	tests := []struct {
+		retry int
+		env   time.Duration
+	}{
+		{1, 100 * time.Millisecond},
+		{4, 800 * time.Millisecond},
+		{math.MaxInt, 10 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(strconv.Itoa(tt.retry), func(t *testing.T) {
+			var count [bins]int
+			lo, hi := tt.env, time.Duration(0)
+			for range samples {
+				d := b(tt.retry)
+				if d < 0 || d > tt.env {
+					require.Failf(t, "delay outside [0, envelope]", "retry %d: %v", tt.retry, d)
+				}
+				lo, hi = min(lo, d), max(hi, d)
+				count[min(int(int64(d)*bins/int64(tt.env)), bins-1)]++
+			}
+			chi2 := 0.0
+			for _, c := range count {
+				e := float64(samples) / bins
+				chi2 += (float64(c) - e) * (float64(c) - e) / e
+			}
+			assert.Less(t, chi2, 60.0, "bins %v", count)
+			assert.Less(t, lo, tt.env/100)
+			assert.Greater(t, hi, tt.env-tt.env/100)
+		})
+	}
 }

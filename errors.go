@@ -294,8 +294,9 @@ func markAndRule(err error, budget *int) (m mark, transient, decided bool) {
 }
 
 // retryAfter returns the first RetryAfter hint found in err's chain, in the
-// order errors.As looks, without the allocation errors.As would cost,
-// looking at no more than maxWalk errors.
+// order errors.As looks and asking As methods as it does, looking at no
+// more than maxWalk errors. Unlike errors.As it allocates nothing unless
+// an error in the chain has an As method.
 func retryAfter(err error) (time.Duration, bool) {
 	budget := maxWalk
 	return hintWalk(err, &budget)
@@ -307,6 +308,14 @@ func hintWalk(err error, budget *int) (time.Duration, bool) {
 		*budget--
 		if h, ok := err.(interface{ RetryAfter() time.Duration }); ok {
 			return h.RetryAfter(), true
+		}
+		if x, ok := err.(interface{ As(any) bool }); ok {
+			// As errors.As asks: the target escapes, so only an error
+			// with an As method costs an allocation.
+			var h interface{ RetryAfter() time.Duration }
+			if x.As(&h) && h != nil {
+				return h.RetryAfter(), true
+			}
 		}
 		switch e := err.(type) {
 		case interface{ Unwrap() error }:

@@ -141,3 +141,38 @@ func TestStopErrorWalksAllocateNothing(t *testing.T) {
 	assert.Zero(t, allocs)
 	assert.Equal(t, []error{context.Canceled, io.EOF}, err.(interface{ Unwrap() []error }).Unwrap())
 }
+
+// asHint has no RetryAfter method, but answers errors.As for one: a
+// wrapper that converts to the hint type on request.
+type asHint struct{ d time.Duration }
+
+func (asHint) Error() string { return "as hint" }
+
+func (e asHint) As(target any) bool {
+	if p, ok := target.(*interface{ RetryAfter() time.Duration }); ok {
+		*p = hintErr(e.d)
+		return true
+	}
+	return false
+}
+
+// TestRetryAfterFollowsAsMethods: the hint is the first one errors.As
+// finds, As methods included, as API.md says.
+func TestRetryAfterFollowsAsMethods(t *testing.T) {
+	for _, err := range []error{
+		asHint{5 * time.Second},
+		fmt.Errorf("call: %w", asHint{5 * time.Second}),
+		errors.Join(io.EOF, asHint{5 * time.Second}),
+	} {
+		var h interface{ RetryAfter() time.Duration }
+		assert.True(t, errors.As(err, &h), "errors.As finds it in %v", err)
+		d, ok := retryAfter(err)
+		assert.True(t, ok, "%v", err)
+		assert.Equal(t, 5*time.Second, d, "%v", err)
+	}
+	d, ok := retryAfter(errors.Join(hintErr(time.Second), asHint{5 * time.Second}))
+	assert.Equal(t, time.Second, d, "the first in errors.As's order")
+	assert.True(t, ok)
+	plain := fmt.Errorf("w: %w", hintErr(time.Second))
+	assert.Zero(t, testing.AllocsPerRun(100, func() { _, _ = retryAfter(plain) }), "no As method: no allocation")
+}

@@ -262,22 +262,26 @@ func (s retryStage[T]) retry(ctx context.Context, n next[T], start int64, v T, e
 		if p.onRetry != nil || n.m != nil {
 			s.announce(ctx, &n, RetryEvent{Attempt: attempt, Err: err, Delay: delay}, spent)
 		}
-		if delay == 0 {
-			continue
-		}
-		if timer == nil {
-			timer = time.NewTimer(delay)
-		} else {
-			timer.Reset(delay)
-		}
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			if p.budget != nil {
-				p.budget.refund(spent) // the retry is not made
+		if delay > 0 {
+			if timer == nil {
+				timer = time.NewTimer(delay)
+			} else {
+				timer.Reset(delay)
 			}
-			return zero, &stopError{errs: [2]error{ctx.Err(), err}}
-		case <-timer.C:
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+			case <-timer.C:
+			}
+		}
+		// The context may have ended during the wait, or before it began
+		// (OnRetry or the observer cancelled it), or as the timer fired
+		// (select then picks either): the retry is not made.
+		if cerr := ctx.Err(); cerr != nil {
+			if p.budget != nil {
+				p.budget.refund(spent)
+			}
+			return zero, &stopError{errs: [2]error{cerr, err}}
 		}
 	}
 }
