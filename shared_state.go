@@ -40,7 +40,8 @@ import (
 // is no nil BreakerShare: NewSharedBreaker panics on one.
 type BreakerShare interface {
 	// Tripped tells the share that the breaker opened because of its own
-	// failures, so that it can tell the rest of the fleet. It is called on
+	// failures (a trip, or a failed half-open trial), so that it can tell
+	// the rest of the fleet. It is called on
 	// the failing call's goroutine and must return at once, without I/O:
 	// hand the news to background work.
 	Tripped()
@@ -52,7 +53,12 @@ type BreakerShare interface {
 	// short, bounded time.
 	AcquireTrial() ShareAnswer
 	// SettleTrial reports how a trial admitted after ShareYes ended, and
-	// gives its place back when the outcome is TrialIgnored. For
+	// gives its place back when the outcome is TrialIgnored. A trial that
+	// outlived the breaker's half-open period (the breaker made a
+	// transition while it ran) is not settled: its outcome is ignored, and
+	// its place belongs to a period the fleet has left or will leave. A
+	// place granted after the trial's period ended is given back at once
+	// (TrialIgnored), before the trial runs. For
 	// TrialSucceeded the answer says whether the breaker closes: ShareYes
 	// when the fleet has now seen HalfOpenCalls trials succeed (the breaker
 	// closes), ShareNo when it has not yet (the breaker stays half-open and

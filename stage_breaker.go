@@ -166,7 +166,7 @@ type Breaker struct {
 	openFor       int64
 	halfOpenCalls int
 	width         int64 // bucket width in ns
-	span          int64 // buckets in the window: windowBuckets, or fewer when Window < windowBuckets ns
+	span          int64 // buckets in the window: windowBuckets, or fewer for a tiny Window (see NewBreaker)
 	failureIf     func(error) bool
 	defaultIf     bool // FailureIf was nil: see classify
 	onChange      func(from, to BreakerState)
@@ -262,8 +262,18 @@ func NewBreaker(policy BreakerPolicy) *Breaker {
 	}
 	// Buckets of 1ns when Window is shorter than windowBuckets ns, and
 	// only Window of them: no outcome may count once Window old.
-	b.width = max(int64(window)/windowBuckets, 1)
-	b.span = min(int64(window), windowBuckets)
+	w := int64(window)
+	b.width = max(w/windowBuckets, 1)
+	b.span = min(w/b.width, windowBuckets)
+	// An outcome drops out up to a bucket and what the buckets leave of
+	// Window early. When Window is not a multiple of windowBuckets ns, that
+	// rest may exceed Window/10 for a tiny Window: then fewer, wider
+	// buckets (of Window/20 rounded up) keep it closer.
+	if wc := (w + windowBuckets - 1) / windowBuckets; wc != b.width {
+		if sc := w / wc; w-sc*wc+wc < w-b.span*b.width+b.width {
+			b.width, b.span = wc, sc
+		}
+	}
 	if b.openFor == 0 {
 		b.openFor = int64(5 * time.Second)
 	}
@@ -676,6 +686,14 @@ func (b *Breaker) admitTrial(t ticket, tr transition, changed bool) (ticket, boo
 	}
 	ok, leased := b.share.acquireTrial(b, t.gen) // gives the place back when refused
 	placed = true
+	if leased && b.word.Load()>>2 != t.gen {
+		// The fleet granted a place to a trial whose half-open period
+		// ended while it asked: the place goes back to the fleet at once,
+		// and the trial, of a period that is over, is ignored when it
+		// ends (see settleTrial).
+		b.share.settle(ignored)
+		leased = false
+	}
 	t.leased = leased
 	return t, ok, tr, changed
 }
@@ -692,11 +710,17 @@ func (b *Breaker) releaseTrial(gen uint64) {
 
 // settleTrial records the outcome of the half-open trial t: a success
 // towards closing, a failure reopens, an ignored outcome gives the trial's
-// place back. Only a trial the fleet granted is settled with it.
+// place back. Only a trial the fleet granted is settled with it, and only
+// while its half-open period lasts: one that outlived it (the breaker made
+// a transition meanwhile, and the fleet has left or will leave that period
+// too) is ignored, so that it is never settled into a newer period.
 func (b *Breaker) settleTrial(t ticket, o outcome) (transition, bool) {
 	fleet := ShareUnavailable // a local breaker, or a place the fleet did not grant
 	if t.leased {
-		fleet = b.share.settle(o)
+		if b.word.Load()>>2 != t.gen {
+			return transition{}, false
+		}
+		fleet = b.settleShare(t, o)
 	}
 	b.mu.Lock()
 	if b.word.Load()>>2 != t.gen {
@@ -722,10 +746,32 @@ func (b *Breaker) settleTrial(t ticket, o outcome) (transition, bool) {
 		b.trials--
 	}
 	b.mu.Unlock()
+	if changed && o == failure {
+		// The breaker reopened because of its own failure: the share tells
+		// the fleet (which did not hear of it when the trial was not
+		// granted or settled there), as for a trip.
+		b.share.tripped()
+	}
 	if changed {
 		b.report()
 	}
 	return tr, changed
+}
+
+// settleShare reports the outcome of the granted trial t to the fleet.
+// When the share panics, the trial's local place is given back before the
+// panic goes on (as admitTrial does): the breaker must not stay half-open
+// with a place no trial will settle.
+func (b *Breaker) settleShare(t ticket, o outcome) ShareAnswer {
+	done := false
+	defer func() {
+		if !done {
+			b.releaseTrial(t.gen)
+		}
+	}()
+	a := b.share.settle(o)
+	done = true
+	return a
 }
 
 // report delivers queued transitions to OnStateChange, in order, outside
@@ -894,8 +940,8 @@ func (s breakerStage[T]) runSlow(ctx context.Context, n next[T], w uint64) (T, e
 
 // runTrial runs a half-open trial, first reporting the transition its
 // admission made (open → half-open), if changed. Its place is given back on
-// every exit that brings no outcome: a panic (in fn or in an observer),
-// runtime.Goexit.
+// every exit that brings no outcome: a panic (in fn, in an observer or in
+// FailureIf), runtime.Goexit.
 func (s breakerStage[T]) runTrial(ctx context.Context, n next[T], t ticket, tr transition, changed bool) (v T, err error) {
 	settled := false
 	defer func() {
@@ -907,11 +953,11 @@ func (s breakerStage[T]) runTrial(ctx context.Context, n next[T], t ticket, tr t
 		n.emitChange(ctx, tr)
 	}
 	v, err = n.run(ctx, s.inner)
-	settled = true
 	o := success
 	if err != nil {
-		o = s.b.classify(ctx, err)
+		o = s.b.classify(ctx, err) // FailureIf may panic: the place goes back
 	}
+	settled = true
 	if tr, ok := s.b.settleTrial(t, o); ok {
 		n.emitChange(ctx, tr)
 	}

@@ -43,6 +43,8 @@ func TestStressBreakerAndPipeline(t *testing.T) {
 	var (
 		mu          sync.Mutex
 		transitions [][2]resil.BreakerState
+		kinds       = map[[2]resil.BreakerState]bool{}
+		allKinds    atomic.Bool // every kind of transition was reported
 	)
 	b := resil.NewBreaker(resil.BreakerPolicy{
 		MinCalls:      5,
@@ -52,9 +54,23 @@ func TestStressBreakerAndPipeline(t *testing.T) {
 		OnStateChange: func(from, to resil.BreakerState) {
 			mu.Lock()
 			transitions = append(transitions, [2]resil.BreakerState{from, to})
+			kinds[[2]resil.BreakerState{from, to}] = true
+			allKinds.Store(len(kinds) == len(validTransition))
 			mu.Unlock()
 		},
 	})
+	// Whether a failure burst trips the breaker again, and whether a
+	// half-open period ends open or closed, depends on how the goroutines
+	// are scheduled (with -cpu 1, the trials of a run may all succeed).
+	// After their calls, the callers go on phase by phase until every kind
+	// of transition has been reported, for 10s at most.
+	hard := time.Now().Add(10 * time.Second)
+	more := func(i int) bool {
+		if i < calls || i%100 != 0 {
+			return true // the calls, then the phase under way
+		}
+		return !allKinds.Load() && time.Now().Before(hard)
+	}
 	bare := resil.New[int]().Breaker(b)
 	bh := resil.NewBulkhead(resil.BulkheadPolicy{MaxConcurrent: 3, MaxWait: time.Millisecond})
 	var fallbacks atomic.Int64
@@ -73,7 +89,7 @@ func TestStressBreakerAndPipeline(t *testing.T) {
 	for g := range goroutines {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(g), 7))
-			for i := range calls {
+			for i := 0; more(i); i++ {
 				p := bare
 				if g%2 == 1 {
 					p = full
