@@ -259,8 +259,12 @@ func (s retryStage[T]) retry(ctx context.Context, n next[T], start int64, v T, e
 				return zero, &budgetError{r: &RetryError{Attempts: attempt, Err: err}}
 			}
 		}
-		if p.onRetry != nil || n.m != nil {
+		announced := p.onRetry != nil || n.m != nil
+		if announced {
 			s.announce(ctx, &n, RetryEvent{Attempt: attempt, Err: err, Delay: delay}, spent)
+		}
+		if delay == 0 && !announced {
+			continue // nothing ran since ctx was looked at, above
 		}
 		if delay > 0 {
 			if timer == nil {
