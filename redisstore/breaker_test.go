@@ -420,6 +420,21 @@ func TestFleetSettleRetriedCountsOnce(t *testing.T) {
 	f.waitAll(t, resil.StateClosed, converge)
 }
 
+// sleepyPair returns two replicas of breaker "dep" with policy, once both
+// have joined the fleet: a syncs only when woken (its own trip, a new
+// breaker name), b every 50ms.
+func sleepyPair(t *testing.T, addr string, policy resil.BreakerPolicy) (a, b *replica) {
+	t.Helper()
+	a = &replica{store: redisstore.New(client(t, addr), redisstore.Options{SyncEvery: time.Hour, Timeout: time.Second})}
+	t.Cleanup(func() { require.NoError(t, a.store.Close()) })
+	a.b = a.store.Breaker("dep", policy)
+	b = &replica{store: redisstore.New(client(t, addr), redisstore.Options{SyncEvery: 50 * time.Millisecond, Timeout: time.Second})}
+	t.Cleanup(func() { require.NoError(t, b.store.Close()) })
+	b.b = b.store.Breaker("dep", policy)
+	time.Sleep(200 * time.Millisecond) // real time: both join the fleet
+	return a, b
+}
+
 // A trial that succeeds after another replica's trial reopened the fleet
 // does not leave its replica half-open: the replica adopts the fleet's
 // open state at its next sync.
@@ -427,16 +442,10 @@ func TestFleetLateTrialAdoptsReopen(t *testing.T) {
 	srv := startRedis(t)
 	const openFor = 2 * time.Second
 	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 2}
-	// a syncs only when woken (its trip, a new breaker name), so that no
-	// sync of its own runs between b's failed trial and its trial's end.
-	a := &replica{store: redisstore.New(client(t, srv.Addr()), redisstore.Options{SyncEvery: time.Hour, Timeout: time.Second})}
-	t.Cleanup(func() { require.NoError(t, a.store.Close()) })
-	a.b = a.store.Breaker("dep", policy)
-	b := &replica{store: redisstore.New(client(t, srv.Addr()), redisstore.Options{SyncEvery: 50 * time.Millisecond, Timeout: time.Second})}
-	t.Cleanup(func() { require.NoError(t, b.store.Close()) })
-	b.b = b.store.Breaker("dep", policy)
+	// a syncs only when woken, so that no sync of its own runs between b's
+	// failed trial and its trial's end.
+	a, b := sleepyPair(t, srv.Addr(), policy)
 	f := fleet{a, b}
-	time.Sleep(200 * time.Millisecond) // real time: both join the fleet
 	require.ErrorIs(t, a.call(true), errDown, "a trips the fleet")
 	f.waitAll(t, resil.StateOpen, converge)
 	f.waitAll(t, resil.StateHalfOpen, converge)
@@ -490,16 +499,9 @@ func TestFleetNewHalfOpenPeriodResetsTrials(t *testing.T) {
 	srv := startRedis(t)
 	const openFor = 300 * time.Millisecond
 	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 2}
-	// a syncs only when woken (its trip, a new breaker name), so that it
-	// misses the fleet's reopening.
-	a := &replica{store: redisstore.New(client(t, srv.Addr()), redisstore.Options{SyncEvery: time.Hour, Timeout: time.Second})}
-	t.Cleanup(func() { require.NoError(t, a.store.Close()) })
-	a.b = a.store.Breaker("dep", policy)
-	b := &replica{store: redisstore.New(client(t, srv.Addr()), redisstore.Options{SyncEvery: 50 * time.Millisecond, Timeout: time.Second})}
-	t.Cleanup(func() { require.NoError(t, b.store.Close()) })
-	b.b = b.store.Breaker("dep", policy)
+	// a syncs only when woken, so that it misses the fleet's reopening.
+	a, b := sleepyPair(t, srv.Addr(), policy)
 	f := fleet{a, b}
-	time.Sleep(200 * time.Millisecond) // real time: both join the fleet
 	require.ErrorIs(t, a.call(true), errDown, "a trips the fleet")
 	f.waitAll(t, resil.StateHalfOpen, converge)
 
