@@ -157,3 +157,26 @@ func TestFleetRateLimitLocalShareWhenRedisIsDown(t *testing.T) {
 	}, converge, 10*time.Millisecond, "the store reconnects and asks Redis again")
 	assert.True(t, stores[0].Connected())
 }
+
+// TestFleetRateLimitNeverFasterThanRate: the fleet's arrival time, a double
+// of microseconds since 1970 (a quarter microsecond apart today), is
+// rounded up when a turn is added to it, never down, so the fleet never
+// runs faster than Rate. 1000 turns of 1e6/300 µs move it by at least
+// 1000 such intervals; rounded to nearest, each turn lost 1/12 µs.
+func TestFleetRateLimitNeverFasterThanRate(t *testing.T) {
+	srv := startRedis(t)
+	const turns = 1000
+	ls := limiters(t, srv.Addr(), 1, redisstore.Options{}, resil.RateLimitPolicy{Rate: 300, Burst: 2 * turns})
+	c := client(t, srv.Addr())
+	tat := func() float64 {
+		v, err := c.Get(context.Background(), "resil:{limiter:quota}:tat").Float64()
+		require.NoError(t, err)
+		return v
+	}
+	require.NoError(t, limited(ls[0]))
+	first := tat()
+	for range turns {
+		require.NoError(t, limited(ls[0]))
+	}
+	assert.GreaterOrEqual(t, tat()-first, turns*1e6/300.0)
+}

@@ -183,6 +183,14 @@ if wait > tonumber(ARGV[3]) then
 	return {0, math.ceil(wait)}
 end
 local nt = base + interval
+if nt - base < interval then
+	-- The sum rounded down (a double of microseconds since 1970 is a
+	-- quarter microsecond apart): step to the next double up, so that the
+	-- fleet never runs faster than Rate.
+	local u = 1 / 1024
+	while nt + u == nt do u = u * 2 end
+	nt = nt + u
+end
 redis.call('SET', KEYS[1], string.format('%.3f', nt), 'PX', math.ceil((nt - now) / 1000) + 1000)
 return {1, math.ceil(math.max(wait, 0))}
 `)
