@@ -254,7 +254,7 @@ func modelRun(t *testing.T, seed uint64, steps int) {
 			m.outcomes = append(m.outcomes, modelOutcome{at: now, early: now - m.anchor})
 		case failed:
 			may, must := m.tripChoices(now)
-			opened := BreakerState(b.word.Load()&3) == StateOpen
+			opened := BreakerState(b.word.Load()&stateMask) == StateOpen
 			var implOK, implFail uint64 // the breaker's window, for the message
 			b.mu.Lock()
 			for _, r := range b.ring {
@@ -297,7 +297,7 @@ func modelRun(t *testing.T, seed uint64, steps int) {
 		default:
 			call(step, kindPanic)
 		}
-		require.Equal(t, m.state, BreakerState(b.word.Load()&3), "step %d: state", step)
+		require.Equal(t, m.state, BreakerState(b.word.Load()&stateMask), "step %d: state", step)
 		require.Equal(t, m.changes, got, "step %d: transitions reported, in order", step)
 		require.Equal(t, calls, successes+failures+ignoredN+rejections, "step %d", step)
 	}
@@ -398,7 +398,7 @@ func TestBreakerWindowPrecision(t *testing.T) {
 			age := gap(window + window/5)
 			time.Sleep(age)
 			_, _ = p.Run(context.Background(), bad)
-			switch st := BreakerState(b.word.Load() & 3); {
+			switch st := BreakerState(b.word.Load() & stateMask); {
 			case age < window-tolerance:
 				require.Equal(t, StateClosed, st, "probe %d: a success %v old must count (tolerance %v)", i, age, tolerance)
 			case age >= window:
@@ -413,7 +413,7 @@ func TestBreakerWindowPrecision(t *testing.T) {
 			age = gap(window + window/5)
 			time.Sleep(age)
 			_, _ = p.Run(context.Background(), bad)
-			switch st := BreakerState(b.word.Load() & 3); {
+			switch st := BreakerState(b.word.Load() & stateMask); {
 			case age < window-window/windowBuckets:
 				require.Equal(t, StateOpen, st, "probe %d: a failure %v old must count", i, age)
 			case age >= window:
@@ -431,7 +431,7 @@ func TestBreakerWindowPrecision(t *testing.T) {
 func unfolded(b *Breaker) uint64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	gen := uint32(b.word.Load() >> 2)
+	gen := uint32(b.word.Load() >> genShift)
 	var n uint64
 	for i := range b.shards {
 		sh := &b.shards[i]

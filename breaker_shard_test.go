@@ -32,7 +32,7 @@ func transitionTo(b *Breaker, to BreakerState) uint64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.setState(to, b.lastFold)
-	return b.word.Load() >> 2
+	return b.word.Load() >> genShift
 }
 
 func TestBreakerShardsCountEverySuccess(t *testing.T) {

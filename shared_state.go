@@ -119,8 +119,13 @@ type BreakerSnapshot struct {
 
 // BreakerLink is how a share's background work drives a breaker made by
 // NewSharedBreaker. The zero value is not usable. Its methods are safe for
-// concurrent use, take the breaker's lock briefly, and report the
-// transitions they make to OnStateChange on the calling goroutine.
+// concurrent use and take the breaker's lock briefly. They never call
+// OnStateChange: the transitions they make are reported, in order, by the
+// breaker's next call or State, on that caller's goroutine, as the breaker's
+// own open → half-open transition is (so a panic in the callback reaches a
+// caller of the breaker, never the share's goroutine). While no call comes
+// they wait; past 64 waiting, the newest are condensed (x → y, y → z is
+// reported as x → z; x → y, y → x not at all).
 type BreakerLink struct{ b *Breaker }
 
 // NewSharedBreaker returns a closed breaker configured by policy whose
@@ -162,9 +167,12 @@ func (l BreakerLink) Snapshot() BreakerSnapshot {
 	b := l.b
 	b.mu.Lock()
 	now := clock()
-	_, changed := b.advance(now)
+	tail := b.linkTail
+	if _, changed := b.advance(now); changed {
+		b.leave(tail)
+	}
 	w := b.word.Load()
-	s := BreakerSnapshot{State: BreakerState(w & 3), Gen: w >> 2}
+	s := BreakerSnapshot{State: BreakerState(w & stateMask), Gen: w >> genShift}
 	if s.State == StateOpen {
 		s.Remaining = time.Duration(max(b.openUntil.Load()-now, 0))
 	}
@@ -176,9 +184,6 @@ func (l BreakerLink) Snapshot() BreakerSnapshot {
 		}
 	}
 	b.mu.Unlock()
-	if changed {
-		b.report()
-	}
 	return s
 }
 
@@ -192,7 +197,7 @@ func (l BreakerLink) SetFleet(gen uint64, successes, failures uint64) bool {
 	b := l.b
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.word.Load()>>2 != gen {
+	if b.word.Load()>>genShift != gen {
 		return false
 	}
 	b.share.ok, b.share.fail = successes, failures
@@ -200,9 +205,10 @@ func (l BreakerLink) SetFleet(gen uint64, successes, failures uint64) bool {
 }
 
 // Force puts the breaker in the fleet's state while gen is current, and
-// returns the breaker's generation after it and whether gen was current. A breaker already in state to stays in
-// it (no transition); otherwise the transition is made as the breaker's own
-// are: a new generation, a clear window, reported to OnStateChange. For
+// returns the breaker's generation after it and whether gen was current. A
+// breaker already in state to stays in it (no transition); otherwise the
+// transition is made as the breaker's own are (a new generation, a clear
+// window), and reported by the breaker's next caller (see BreakerLink). For
 // StateOpen, the breaker stays open for openFor from now (<= 0: it is
 // half-open at the next look), also when it was open already. It panics
 // when to is not one of the three states.
@@ -213,24 +219,21 @@ func (l BreakerLink) Force(gen uint64, to BreakerState, openFor time.Duration) (
 	b := l.b
 	b.mu.Lock()
 	w := b.word.Load()
-	if w>>2 != gen {
+	if w>>genShift != gen {
 		b.mu.Unlock()
-		return w >> 2, false
+		return w >> genShift, false
 	}
 	now := clock()
-	changed := false
-	if BreakerState(w&3) != to {
+	if BreakerState(w&stateMask) != to {
+		tail := b.linkTail
 		b.setState(to, now)
-		changed = true
+		b.leave(tail)
 	}
 	if to == StateOpen {
 		b.openUntil.Store(addSat(now, max(int64(openFor), 0)))
 	}
-	gen = b.word.Load() >> 2
+	gen = b.word.Load() >> genShift
 	b.mu.Unlock()
-	if changed {
-		b.report()
-	}
 	return gen, true
 }
 

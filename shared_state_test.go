@@ -258,6 +258,7 @@ func TestSharedBreakerForceReportsTransitions(t *testing.T) {
 		f, bs := newMemFleet(policy, 2)
 		require.ErrorIs(t, fleetCall(bs[0], true), errFleetDown)
 		f.sync()
+		assert.Equal(t, []string{"closed>open"}, seen, "the fleet's transition waits for bs[1]'s next caller")
 		assert.Equal(t, []resil.BreakerState{resil.StateOpen, resil.StateOpen}, fleetStates(bs))
 		assert.Equal(t, []string{"closed>open", "closed>open"}, seen)
 
@@ -722,4 +723,110 @@ func FuzzSetLocalShare(f *testing.F) {
 		// starts with at least one token.
 		require.NoError(t, limitedCall(l))
 	})
+}
+
+// A BreakerLink never runs OnStateChange on its own goroutine (a share's
+// background work, where a panic could not be recovered): the transitions
+// it makes are reported, in order, by the breaker's next caller, whatever
+// path that caller takes.
+func TestSharedBreakerLinkLeavesReportsToCallers(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name string
+		to   []resil.BreakerState // what the link forces, in turn
+		look func(b *resil.Breaker) error
+		want []string
+	}{
+		{"State", []resil.BreakerState{resil.StateOpen}, func(b *resil.Breaker) error { b.State(); return nil },
+			[]string{"closed>open"}},
+		{"rejected call", []resil.BreakerState{resil.StateOpen}, func(b *resil.Breaker) error { return fleetCall(b, false) },
+			[]string{"closed>open"}},
+		{"closed call", []resil.BreakerState{resil.StateOpen, resil.StateHalfOpen, resil.StateClosed},
+			func(b *resil.Breaker) error { return fleetCall(b, false) },
+			[]string{"closed>open", "open>half-open", "half-open>closed"}},
+		{"trial", []resil.BreakerState{resil.StateOpen, resil.StateHalfOpen}, func(b *resil.Breaker) error { return fleetCall(b, false) },
+			[]string{"closed>open", "open>half-open", "half-open>closed"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var seen []string
+			b, link := resil.NewSharedBreaker(resil.BreakerPolicy{OpenFor: time.Hour, OnStateChange: func(from, to resil.BreakerState) {
+				seen = append(seen, from.String()+">"+to.String())
+			}}, &answerShare{acquire: resil.ShareUnavailable})
+			for _, to := range tt.to {
+				_, ok := link.Force(link.Snapshot().Gen, to, time.Hour)
+				require.True(t, ok)
+			}
+			assert.Empty(t, seen, "reported on the link's goroutine")
+			if err := tt.look(b); err != nil {
+				require.ErrorIs(t, err, resil.ErrBreakerOpen)
+			}
+			assert.Equal(t, tt.want, seen)
+			_, _ = resil.New[int]().Breaker(b).Run(ctx, func(context.Context) (int, error) { return 1, nil })
+			b.State()
+			assert.Equal(t, tt.want, seen, "each once")
+		})
+	}
+}
+
+// A panic in OnStateChange for a transition the link made reaches the
+// breaker's next caller, not the link's goroutine, and the breaker goes on
+// working.
+func TestSharedBreakerLinkCallbackPanicReachesCaller(t *testing.T) {
+	b, link := resil.NewSharedBreaker(resil.BreakerPolicy{OpenFor: time.Hour, OnStateChange: func(from, to resil.BreakerState) {
+		if to == resil.StateOpen {
+			panic("callback")
+		}
+	}}, &answerShare{})
+	assert.NotPanics(t, func() {
+		_, ok := link.Force(link.Snapshot().Gen, resil.StateOpen, time.Hour)
+		require.True(t, ok)
+	})
+	assert.PanicsWithValue(t, "callback", func() { _ = fleetCall(b, false) })
+	require.ErrorIs(t, fleetCall(b, false), resil.ErrBreakerOpen, "reported once; the breaker stays open")
+	_, ok := link.Force(link.Snapshot().Gen, resil.StateClosed, 0)
+	require.True(t, ok)
+	require.NoError(t, fleetCall(b, false))
+	assert.Equal(t, resil.StateClosed, b.State())
+}
+
+// Transitions a link makes while no call comes wait for one, but never
+// more than 64: beyond that the newest are condensed, and what is reported
+// still runs as one chain from the last state reported to the current one.
+func TestSharedBreakerLinkCondensesWhileIdle(t *testing.T) {
+	var seen [][2]resil.BreakerState
+	b, link := resil.NewSharedBreaker(resil.BreakerPolicy{OpenFor: time.Hour, OnStateChange: func(from, to resil.BreakerState) {
+		seen = append(seen, [2]resil.BreakerState{from, to})
+	}}, &answerShare{})
+	cycle := []resil.BreakerState{resil.StateOpen, resil.StateHalfOpen, resil.StateClosed, resil.StateOpen, resil.StateClosed}
+	const forced = 1000
+	for i := range forced {
+		_, ok := link.Force(link.Snapshot().Gen, cycle[i%len(cycle)], time.Hour)
+		require.True(t, ok)
+	}
+	final := cycle[(forced-1)%len(cycle)]
+	assert.Equal(t, final, b.State())
+	require.NotEmpty(t, seen)
+	assert.LessOrEqual(t, len(seen), 64)
+	from := resil.StateClosed
+	for i, tr := range seen {
+		require.Equal(t, from, tr[0], "transition %d", i)
+		require.NotEqual(t, tr[0], tr[1], "transition %d", i)
+		from = tr[1]
+	}
+	assert.Equal(t, final, from, "the chain ends in the current state")
+	assert.Equal(t, seen[:60], condensedPrefix(cycle, 60), "the oldest are reported as they were made")
+}
+
+// condensedPrefix is the first n transitions of forcing cycle in turn from
+// closed.
+func condensedPrefix(cycle []resil.BreakerState, n int) [][2]resil.BreakerState {
+	var r [][2]resil.BreakerState
+	from := resil.StateClosed
+	for i := 0; len(r) < n; i++ {
+		to := cycle[i%len(cycle)]
+		r = append(r, [2]resil.BreakerState{from, to})
+		from = to
+	}
+	return r
 }

@@ -45,7 +45,8 @@ type BreakerPolicy struct {
 	// OnStateChange, if set, is called once per transition, in the order of
 	// the transitions, on a goroutine that called the breaker, never while
 	// the breaker's lock is held. A panic in it reaches that caller; the
-	// breaker's state is already consistent.
+	// breaker's state is already consistent. A shared breaker's transitions
+	// that its fleet brings are reported by its next call (see BreakerLink).
 	OnStateChange func(from, to BreakerState)
 }
 
@@ -143,7 +144,7 @@ const (
 // that the first call after it must become a trial.
 type Breaker struct {
 	// Read on every call, written only on transitions and batch changes.
-	word      atomic.Uint64                    // generation<<2 | BreakerState
+	word      atomic.Uint64                    // generation<<genShift | pendBit | BreakerState
 	openUntil atomic.Int64                     // clock() at which an open period ends
 	shards    []shard                          // per-P success counters, one per P at NewBreaker
 	batch     atomic.Uint32                    // successes a counter collects before a fold
@@ -176,9 +177,25 @@ type Breaker struct {
 	trials        int   // half-open trials admitted and not given back
 	passed        int   // half-open trials that succeeded
 	queue         []transition
+	linkTail      int    // of queue's last entries, how many a BreakerLink queued (at most len(queue))
+	condensed     uint64 // transitions leave condensed away, never reported
 	reporting     bool
 	share         *breakerShare // nil unless made by NewSharedBreaker (shared_state.go)
 }
+
+// The layout of Breaker.word. Every write of it is made with mu held.
+const (
+	stateMask = 3 // the BreakerState
+	// pendBit: transitions a BreakerLink made wait in the queue for a
+	// caller of the breaker to report them (see BreakerLink). It sends
+	// the next call off the closed fast path, to report them.
+	pendBit  = 4
+	genShift = 3 // the generation, which every transition increments
+)
+
+// maxLinkPending bounds the transitions a BreakerLink leaves queued for
+// callers: beyond it the link condenses the newest ones (see BreakerLink).
+const maxLinkPending = 64
 
 // shard counts the successes of the closed state on one P.
 //
@@ -299,14 +316,18 @@ func NewBreaker(policy BreakerPolicy) *Breaker {
 // passed becomes half-open here, as on a call.
 func (b *Breaker) State() BreakerState {
 	w := b.word.Load()
-	if BreakerState(w&3) == StateOpen && clock() >= b.openUntil.Load() {
+	if w&pendBit != 0 { // a BreakerLink's transitions wait for a caller
+		b.report()
+		w = b.word.Load()
+	}
+	if BreakerState(w&stateMask) == StateOpen && clock() >= b.openUntil.Load() {
 		b.mu.Lock()
 		b.advance(clock())
 		w = b.word.Load()
 		b.mu.Unlock()
 		b.report()
 	}
-	return BreakerState(w & 3)
+	return BreakerState(w & stateMask)
 }
 
 // classify returns the outcome err stands for, for a call that ran with
@@ -452,7 +473,7 @@ const (
 // (a shard's index or spillTrigger), if gen is still current.
 func (b *Breaker) foldAt(gen uint64, now int64, trigger int) {
 	b.mu.Lock()
-	if b.word.Load()>>2 == gen {
+	if b.word.Load()>>genShift == gen {
 		b.fold(max(now, b.lastFold), trigger)
 	}
 	b.mu.Unlock()
@@ -465,7 +486,7 @@ func (b *Breaker) foldAt(gen uint64, now int64, trigger int) {
 // (trigger: a shard's index, spillTrigger or noTrigger) at now. Called with
 // mu held, in the closed state.
 func (b *Breaker) fold(now int64, trigger int) {
-	gen := uint32(b.word.Load() >> 2)
+	gen := uint32(b.word.Load() >> genShift)
 	b.roll(now)
 	for i := range b.shards {
 		sh := &b.shards[i]
@@ -568,7 +589,7 @@ func (b *Breaker) add(t int64, o outcome, n uint64) {
 // and opens the breaker when the window says so.
 func (b *Breaker) failClosed(gen uint64) (transition, bool) {
 	b.mu.Lock()
-	if b.word.Load()>>2 != gen {
+	if b.word.Load()>>genShift != gen {
 		b.mu.Unlock()
 		return transition{}, false
 	}
@@ -598,7 +619,7 @@ func (b *Breaker) failClosed(gen uint64) (transition, bool) {
 // trials. Called with mu held.
 func (b *Breaker) setState(to BreakerState, now int64) transition {
 	old := b.word.Load()
-	gen := old>>2 + 1
+	gen := old>>genShift + 1
 	// The counters take the new generation before the word does, so that a
 	// call admitted in it never finds a counter of the old one. A shard
 	// takes it from its first success in the new generation (see shard):
@@ -610,7 +631,7 @@ func (b *Breaker) setState(to BreakerState, now int64) transition {
 	if to == StateOpen {
 		b.openUntil.Store(addSat(now, b.openFor))
 	}
-	b.word.Store(gen<<2 | uint64(to))
+	b.word.Store(gen<<genShift | old&pendBit | uint64(to))
 	b.ring = [windowBuckets]bucket{}
 	b.cur = floorDiv(now, b.width)
 	b.lastFold = now
@@ -618,9 +639,10 @@ func (b *Breaker) setState(to BreakerState, now int64) transition {
 	b.batch.Store(1)
 	b.trials, b.passed = 0, 0
 	b.share.clear()
-	tr := transition{from: BreakerState(old & 3), to: to}
+	tr := transition{from: BreakerState(old & stateMask), to: to}
 	if b.onChange != nil {
 		b.queue = append(b.queue, tr)
+		b.linkTail = 0 // a caller's, unless the link's leave says otherwise
 	}
 	return tr
 }
@@ -628,7 +650,7 @@ func (b *Breaker) setState(to BreakerState, now int64) transition {
 // advance makes the open → half-open transition once OpenFor has passed.
 // Called with mu held.
 func (b *Breaker) advance(now int64) (transition, bool) {
-	if BreakerState(b.word.Load()&3) == StateOpen && now >= b.openUntil.Load() {
+	if BreakerState(b.word.Load()&stateMask) == StateOpen && now >= b.openUntil.Load() {
 		return b.setState(StateHalfOpen, now), true
 	}
 	return transition{}, false
@@ -650,13 +672,13 @@ func (b *Breaker) admitSlow() (t ticket, ok bool, tr transition, changed bool) {
 	b.mu.Lock()
 	tr, changed = b.advance(clock())
 	w := b.word.Load()
-	switch BreakerState(w & 3) {
+	switch BreakerState(w & stateMask) {
 	case StateClosed:
-		t, ok = ticket{gen: w >> 2}, true
+		t, ok = ticket{gen: w >> genShift}, true
 	case StateHalfOpen:
 		if b.trials < b.halfOpenCalls {
 			b.trials++
-			t, ok = ticket{gen: w >> 2, trial: true}, true
+			t, ok = ticket{gen: w >> genShift, trial: true}, true
 		}
 	}
 	b.mu.Unlock()
@@ -686,7 +708,7 @@ func (b *Breaker) admitTrial(t ticket, tr transition, changed bool) (ticket, boo
 	}
 	ok, leased := b.share.acquireTrial(b, t.gen) // gives the place back when refused
 	placed = true
-	if leased && b.word.Load()>>2 != t.gen {
+	if leased && b.word.Load()>>genShift != t.gen {
 		// The fleet granted a place to a trial whose half-open period
 		// ended while it asked: the place goes back to the fleet at once,
 		// and the trial, of a period that is over, is ignored when it
@@ -702,7 +724,7 @@ func (b *Breaker) admitTrial(t ticket, tr transition, changed bool) (ticket, boo
 // generation gen that will not run.
 func (b *Breaker) releaseTrial(gen uint64) {
 	b.mu.Lock()
-	if b.word.Load()>>2 == gen {
+	if b.word.Load()>>genShift == gen {
 		b.trials--
 	}
 	b.mu.Unlock()
@@ -717,13 +739,13 @@ func (b *Breaker) releaseTrial(gen uint64) {
 func (b *Breaker) settleTrial(t ticket, o outcome) (transition, bool) {
 	fleet := ShareUnavailable // a local breaker, or a place the fleet did not grant
 	if t.leased {
-		if b.word.Load()>>2 != t.gen {
+		if b.word.Load()>>genShift != t.gen {
 			return transition{}, false
 		}
 		fleet = b.settleShare(t, o)
 	}
 	b.mu.Lock()
-	if b.word.Load()>>2 != t.gen {
+	if b.word.Load()>>genShift != t.gen {
 		b.mu.Unlock()
 		return transition{}, false
 	}
@@ -774,6 +796,36 @@ func (b *Breaker) settleShare(t ticket, o outcome) ShareAnswer {
 	return a
 }
 
+// leave hands the transitions a BreakerLink just made to the breaker's
+// callers: the next call (or State) reports them, as it would its own
+// (pendBit sends it to report). When more than maxLinkPending wait (no call
+// came for a long while), the newest two are condensed into one: x → y
+// then y → z is reported as x → z, and x → y then y → x not at all, so that
+// the queue, and the burst of callbacks the next call makes, stay bounded.
+// Only transitions the link queued, after the last a caller queued, are
+// condensed. tail is linkTail before the link's transition was queued.
+// Called with mu held, right after the link's setState.
+func (b *Breaker) leave(tail int) {
+	if b.onChange == nil {
+		return
+	}
+	n := len(b.queue)
+	b.linkTail = min(tail+1, n)
+	if n > maxLinkPending && b.linkTail >= 2 { // only the link's own, never a caller's
+		x, z := b.queue[n-2], b.queue[n-1]
+		b.queue = b.queue[:n-2]
+		b.linkTail--
+		b.condensed++
+		if x.from == z.to {
+			b.linkTail--
+			b.condensed++
+		} else {
+			b.queue = append(b.queue, transition{from: x.from, to: z.to})
+		}
+	}
+	b.word.Store(b.word.Load() | pendBit)
+}
+
 // report delivers queued transitions to OnStateChange, in order, outside
 // the lock. Only one goroutine delivers at a time; one that finds another
 // delivering leaves its transitions to it.
@@ -810,8 +862,12 @@ func (b *Breaker) report() {
 		b.mu.Lock()
 	}
 	// Cleared with the queue seen empty under the lock, so a transition
-	// queued after this is delivered by the caller that queued it.
+	// queued after this is delivered by the caller that queued it (or, for
+	// a BreakerLink's, by the next caller, which pendBit sends here).
 	b.reporting = false
+	if w := b.word.Load(); w&pendBit != 0 {
+		b.word.Store(w &^ pendBit)
+	}
 	done = true
 	b.mu.Unlock()
 }
@@ -861,7 +917,7 @@ func (s breakerStage[T]) compile() stageFunc[T] {
 	return func(ctx context.Context, n next[T]) (T, error) {
 		b := s.b
 		w := b.word.Load()
-		if BreakerState(w&3) != StateClosed {
+		if w&(stateMask|pendBit) != 0 { // not closed, or transitions to report
 			return s.runSlow(ctx, n, w)
 		}
 		// Closed: nothing is held while the wrapped stages run, so a panic or
@@ -881,14 +937,14 @@ func (s breakerStage[T]) compile() stageFunc[T] {
 		if err == nil {
 			// succeedClosed, its common case inlined: a call less.
 			shards, pid := b.shards, procPin()
-			ok := uint(pid) < uint(len(shards)) && shards[pid].count(uint32(w>>2), b.batch.Load())
+			ok := uint(pid) < uint(len(shards)) && shards[pid].count(uint32(w>>genShift), b.batch.Load())
 			procUnpin()
 			if !ok {
-				b.succeedClosed(w >> 2)
+				b.succeedClosed(w >> genShift)
 			}
 			return v, nil
 		}
-		s.failedClosed(ctx, &n, w>>2, err) // outlined: keeps this frame small
+		s.failedClosed(ctx, &n, w>>genShift, err) // outlined: keeps this frame small
 		if s.inner != nil {
 			return v, err // a Fallback inside may have supplied v
 		}
@@ -910,7 +966,11 @@ func (s breakerStage[T]) failedClosed(ctx context.Context, n *next[T], gen uint6
 func (s breakerStage[T]) runSlow(ctx context.Context, n next[T], w uint64) (T, error) {
 	b := s.b
 	var zero T
-	if BreakerState(w&3) == StateOpen && clock() < b.openUntil.Load() {
+	if w&pendBit != 0 { // a BreakerLink's transitions wait for a caller
+		b.report()
+		w = b.word.Load()
+	}
+	if BreakerState(w&stateMask) == StateOpen && clock() < b.openUntil.Load() {
 		n.emit(ctx, Event{Kind: EventRejected, Attempt: n.attempt, Err: ErrBreakerOpen})
 		return zero, ErrBreakerOpen
 	}
