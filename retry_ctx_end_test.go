@@ -56,3 +56,72 @@ func TestRetryNotMadeOnceContextEnded(t *testing.T) {
 		})
 	}
 }
+
+// TestRetrySlowOnRetryKeepsBounds: OnRetry (or an observer) that takes a
+// while before a wait does not carry the wait past MaxElapsed or the
+// context's deadline: the bounds are checked again once it returns, and a
+// retry that no longer fits is not made (its budget is given back).
+func TestRetrySlowOnRetryKeepsBounds(t *testing.T) {
+	tests := []struct {
+		name       string
+		maxElapsed time.Duration
+		deadline   time.Duration // 0: none
+		delay      time.Duration
+		slow       time.Duration // how long OnRetry takes
+		wantCalls  int
+		wantTook   time.Duration
+	}{
+		{"MaxElapsed passed in OnRetry", time.Second, 0, 100 * time.Millisecond, 2 * time.Second, 1, 2 * time.Second},
+		{"MaxElapsed passed in OnRetry, no wait", time.Second, 0, 0, 2 * time.Second, 1, 2 * time.Second},
+		{"wait would cross MaxElapsed", time.Second, 0, 100 * time.Millisecond, 950 * time.Millisecond, 1, 950 * time.Millisecond},
+		{"wait would cross the deadline", 0, time.Second, 100 * time.Millisecond, 950 * time.Millisecond, 1, 950 * time.Millisecond},
+		{"wait still fits", time.Second, time.Second, 100 * time.Millisecond, 500 * time.Millisecond, 3, 700 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ctx := context.Background()
+				if tt.deadline > 0 {
+					var cancel context.CancelFunc
+					ctx, cancel = context.WithTimeout(ctx, tt.deadline)
+					defer cancel()
+				}
+				budget := resil.NewRetryBudget(resil.RetryBudgetPolicy{Ratio: 1e-6, MinPerSecond: 0.1, TTL: 20 * time.Second})
+				slow := tt.slow
+				p := resil.New[int]().Retry(resil.RetryPolicy{
+					MaxAttempts: 3,
+					MaxElapsed:  tt.maxElapsed,
+					Backoff:     resil.Constant(tt.delay),
+					Budget:      budget,
+					OnRetry:     func(resil.RetryEvent) { time.Sleep(slow); slow = 0 }, // slow the first time only
+				})
+				calls := 0
+				begin := time.Now()
+				_, err := p.Run(ctx, func(context.Context) (int, error) {
+					calls++
+					if calls == 3 {
+						return 1, nil
+					}
+					return 0, errFlaky
+				})
+				assert.Equal(t, tt.wantTook, time.Since(begin))
+				assert.Equal(t, tt.wantCalls, calls)
+				if tt.wantCalls == 3 {
+					require.NoError(t, err)
+					return
+				}
+				var re *resil.RetryError
+				require.ErrorAs(t, err, &re)
+				assert.Equal(t, 1, re.Attempts)
+				assert.ErrorIs(t, err, errFlaky)
+				assert.NoError(t, ctx.Err(), "gave up before the deadline, not at it")
+
+				calls = 0
+				_, err = resil.New[int]().Retry(resil.RetryPolicy{MaxAttempts: 2, Backoff: resil.Constant(0), Budget: budget}).
+					Run(context.Background(), func(context.Context) (int, error) { calls++; return 0, errFlaky })
+				assert.NotErrorIs(t, err, resil.ErrRetryBudgetExhausted, "the retry not made was given back")
+				assert.Equal(t, 2, calls)
+			})
+		})
+	}
+}

@@ -27,7 +27,8 @@ type RetryPolicy struct {
 	// OnRetry, if set, is called before each wait for a retry (also a wait
 	// of 0), on the goroutine running the call, with the attempt that failed
 	// and the delay chosen. It must not block for long: the retry waits for
-	// it.
+	// it, and the time it takes counts against MaxElapsed and the context's
+	// deadline (a retry it delays past them is not made).
 	OnRetry func(RetryEvent)
 	// Budget, if set, caps the retries of every Retry stage that shares it
 	// (see RetryBudget). Each run of this stage that makes an attempt
@@ -262,6 +263,14 @@ func (s retryStage[T]) retry(ctx context.Context, n next[T], start int64, v T, e
 		announced := p.onRetry != nil || n.m != nil
 		if announced {
 			s.announce(ctx, &n, RetryEvent{Attempt: attempt, Err: err, Delay: delay}, spent)
+			// OnRetry and the observer take time of their own: the wait,
+			// begun after them, must still end within the bounds.
+			if (delay > 0 || p.maxElapsed > 0) && ctx.Err() == nil && !p.mayWait(ctx, start, delay) {
+				if p.budget != nil {
+					p.budget.refund(spent)
+				}
+				return zero, &RetryError{Attempts: attempt, Err: err}
+			}
 		}
 		if delay == 0 && !announced {
 			continue // nothing ran since ctx was looked at, above
