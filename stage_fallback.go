@@ -12,8 +12,9 @@ type fallbackStage[T any] struct {
 // an error, calls fn with that error and returns what fn returns, its value
 // included even with an error (a stale cached value, a default, a degraded
 // answer). fn is not called when the context this stage received has
-// ended: then the wrapped stages' error is returned unchanged, since nobody
-// waits for a substitute. A panic is not caught: fn is not called for it.
+// ended, or its deadline has come (before its timer has ended it): then the
+// wrapped stages' error is returned unchanged, since nobody waits for a
+// substitute. A panic is not caught: fn is not called for it.
 // It panics when fn is nil.
 func (p Pipeline[T]) Fallback(fn func(ctx context.Context, err error) (T, error)) Pipeline[T] {
 	if fn == nil {
@@ -47,7 +48,7 @@ func (s fallbackStage[T]) compile() stageFunc[T] {
 // fallback handles an error of the wrapped stages: outlined, so that the
 // success path keeps a small frame.
 func (s fallbackStage[T]) fallback(ctx context.Context, n *next[T], err error) (T, error) {
-	if ctx.Err() != nil {
+	if ended(ctx) {
 		var zero T
 		return zero, err
 	}

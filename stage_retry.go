@@ -265,7 +265,7 @@ func (s retryStage[T]) retry(ctx context.Context, n next[T], start int64, v T, e
 			s.announce(ctx, &n, RetryEvent{Attempt: attempt, Err: err, Delay: delay}, spent)
 			// OnRetry and the observer take time of their own: the wait,
 			// begun after them, must still end within the bounds.
-			if (delay > 0 || p.maxElapsed > 0) && ctx.Err() == nil && !p.mayWait(ctx, start, delay) {
+			if ctx.Err() == nil && !p.mayWait(ctx, start, delay) {
 				if p.budget != nil {
 					p.budget.refund(spent)
 				}
@@ -322,26 +322,17 @@ func (s retryStage[T]) announce(ctx context.Context, n *next[T], e RetryEvent, s
 // mayWait reports whether a wait of delay, begun now, ends within
 // MaxElapsed (counted from start) and before the context's deadline (a wait
 // that ends at the deadline ends with the context done, and the attempt
-// after it could not run). A wait of 0 crosses neither while the context
-// is live, so it reads no clock.
+// after it could not run). That holds for a wait of 0 too: ctx.Err() shows
+// a deadline only once the context's timer has fired, a little after it,
+// and the attempt that just failed may have seen the deadline pass first.
+// A wait of 0 without MaxElapsed reads no clock unless ctx has a deadline.
 func (p *retryPolicy) mayWait(ctx context.Context, start int64, delay time.Duration) bool {
-	if delay == 0 && p.maxElapsed == 0 {
-		return true
+	if left, ok := untilDeadline(ctx); ok && delay >= left {
+		return false
 	}
-	now := clock()
 	if p.maxElapsed > 0 {
-		elapsed := time.Duration(now - start)
+		elapsed := time.Duration(clock() - start)
 		if elapsed >= p.maxElapsed || delay > p.maxElapsed-elapsed {
-			return false
-		}
-	}
-	if delay == 0 {
-		return true
-	}
-	if deadline, ok := ctx.Deadline(); ok {
-		// time.Until saturates instead of overflowing.
-		left := time.Until(deadline)
-		if delay >= left { // a wait that ends at the deadline ends with ctx
 			return false
 		}
 	}

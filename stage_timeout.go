@@ -71,7 +71,7 @@ func (s timeoutStage[T]) compile() stageFunc[T] {
 		tc := &timeoutCtx{parent: ctx, at: at}
 		defer tc.release() // also on a panic or Goexit: no timer outlives Run
 		v, err := n.run(tc, s.inner)
-		if err == nil || tc.Err() != context.DeadlineExceeded {
+		if err == nil || !tc.expired() {
 			return v, err
 		}
 		// The caller's deadline, if any, is later than this one (see above), so
@@ -141,6 +141,24 @@ func (c *timeoutCtx) arm() context.Context {
 	return c.armed
 }
 
+// expired reports whether c's own deadline ended it: Err is
+// context.DeadlineExceeded, or Err is still nil while the deadline has
+// passed. An armed context's Err lags its deadline until its timer's
+// callback has run, and the wrapped stages may have seen the deadline pass
+// first, on a timer due at the same instant (a Hedge's next attempt, a
+// Bulkhead's MaxWait, fn's own): the parent is still live (its end would
+// have ended the armed context with it), so the deadline that passed is
+// c's.
+func (c *timeoutCtx) expired() bool {
+	switch c.Err() {
+	case context.DeadlineExceeded:
+		return true
+	case nil:
+		return clock() >= c.at
+	}
+	return false
+}
+
 // release ends c when its stage returns, stopping the timer if c is armed.
 func (c *timeoutCtx) release() {
 	if c.state.Or(ctxReleased)&ctxArmed != 0 {
@@ -185,4 +203,31 @@ func (c *timeoutCtx) String() string {
 		name = s.String()
 	}
 	return name + ".WithDeadline(resil.Timeout)"
+}
+
+// untilDeadline returns the time left until ctx's deadline (<= 0 once it
+// has come) and whether ctx has one. A Timeout's context answers from its
+// deadline without arming its timer. It saturates instead of overflowing.
+func untilDeadline(ctx context.Context) (time.Duration, bool) {
+	if tc, ok := ctx.(*timeoutCtx); ok {
+		// tc.at is a clock() reading no later than now plus at most
+		// MaxInt64 (saturated, see Timeout): no overflow.
+		return time.Duration(tc.at - clock()), true
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return 0, false
+	}
+	return time.Until(deadline), true
+}
+
+// ended reports whether ctx has ended, or its deadline has come: ctx.Err()
+// shows a deadline only once the context's timer has fired, a little after
+// it, and the call may have seen the deadline pass first.
+func ended(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	left, ok := untilDeadline(ctx)
+	return ok && left <= 0
 }
