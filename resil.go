@@ -46,10 +46,11 @@
 //
 // # Cost
 //
-// A pipeline is compiled once and run many times. Every core stage runs fn
-// on the caller's goroutine and starts no goroutine; Retry, Breaker and
-// Fallback allocate nothing on a call that succeeds, and Timeout allocates
-// one small context, which arms a timer only when something waits on it.
+// A pipeline is compiled once and run many times. Every stage but Hedge
+// runs fn on the caller's goroutine and starts no goroutine; Retry,
+// Breaker, Fallback, Bulkhead and RateLimit allocate nothing on a call that
+// succeeds, and Timeout allocates one small context, which arms a timer
+// only when something waits on it.
 // State shared between calls (a *Breaker) is concurrency-safe and moves
 // lazily, as calls arrive: there are no background goroutines or timers.
 // Hedge is the one stage that starts goroutines, one per attempt, and only
