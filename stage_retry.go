@@ -149,7 +149,14 @@ func (p Pipeline[T]) Retry(policy RetryPolicy) Pipeline[T] {
 }
 
 // retryable reports whether err may be retried: marks first, then RetryIf.
-func (p *retryPolicy) retryable(err error) bool {
+// plain says isPlain(err).
+func (p *retryPolicy) retryable(err error, plain bool) bool {
+	if plain { // no mark, no rule but its value (see plainTypes)
+		if p.defaultIf {
+			return err != context.Canceled && err != ErrBreakerOpen
+		}
+		return p.retryIf(err)
+	}
 	if p.defaultIf {
 		return markedOrTransient(err)
 	}
@@ -233,7 +240,8 @@ func (s retryStage[T]) retry(ctx context.Context, n next[T], start int64, v T, e
 				return v, nil
 			}
 		}
-		if !p.retryable(err) {
+		plain := isPlain(err)
+		if !p.retryable(err, plain) {
 			return v, err
 		}
 		if cerr := ctx.Err(); cerr != nil {
@@ -242,7 +250,15 @@ func (s retryStage[T]) retry(ctx context.Context, n next[T], start int64, v T, e
 		if attempt >= p.maxAttempts {
 			return zero, &RetryError{Attempts: attempt, Err: err}
 		}
-		delay, ok := retryAfter(err)
+		var (
+			delay time.Duration
+			ok    bool
+		)
+		if !plain {
+			if delay, ok = retryAfter(err); !ok {
+				notePlain(err) // the walks found nothing: the next may be spared them
+			}
+		}
 		if !ok || delay <= 0 {
 			delay = p.backoff(attempt)
 			if delay < 0 {
