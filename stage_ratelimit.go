@@ -156,6 +156,12 @@ func (l *RateLimiter) reserve(now, maxWait int64) (wait int64, ok bool) {
 	}
 }
 
+// peek returns how long after now a call would pass without waiting (0
+// while a token is free). It takes nothing.
+func (l *RateLimiter) peek(now int64) int64 {
+	return max(max(l.tat.Load(), now)-l.tau-now, 0)
+}
+
 // admit is reserve for a call that read the clock at now, with one more
 // look at the clock before a local limiter turns it away: another call that
 // read the clock after now may have claimed its turn before this one (this
@@ -213,7 +219,11 @@ type rateLimitStage[T any] struct {
 }
 
 // RateLimit returns a pipeline that lets calls into the stages added before
-// it at l's rate. A call that finds a token passes at once. A call whose
+// it at l's rate. A call whose context has already ended fails at once with
+// ctx.Err(), and one whose deadline has come with an error that matches
+// ErrRateLimited (no turn lies before it): neither takes a token, so calls
+// nobody waits for any more do not spend the rate of those still live.
+// Otherwise a call that finds a token passes at once. A call whose
 // turn comes within the policy's MaxWait and before its context's deadline
 // waits for it (on the caller's goroutine, with one timer); if the context
 // ends during the wait, the call returns ctx.Err() and gives its turn back
@@ -224,8 +234,9 @@ type rateLimitStage[T any] struct {
 // pass without waiting, so that a Retry added after RateLimit waits exactly
 // that long. A rejection is reported as EventRejected.
 //
-// A call that passes at once takes no lock, reads the clock once and
-// allocates nothing. Before a call is turned away the clock is read again,
+// A call that passes at once takes no lock, reads the clock once (a
+// Timeout's context is looked at without arming it or reading the clock
+// again) and allocates nothing. Before a call is turned away the clock is read again,
 // so that a call delayed between its first reading and the bucket is not
 // refused a token that has come due meanwhile. RateLimit panics when l is
 // nil or was not made by NewRateLimiter (a zero RateLimiter).
@@ -244,6 +255,9 @@ func (s rateLimitStage[T]) compile() stageFunc[T] {
 	return func(ctx context.Context, n next[T]) (T, error) {
 		l := s.l
 		now := clock()
+		if past, err := endedAt(ctx, now); past || err != nil {
+			return s.refuse(ctx, n, now, err)
+		}
 		maxWait := l.maxWait
 		if maxWait > 0 && l.share == nil {
 			// Look for a token before asking ctx for its deadline: Deadline
@@ -279,6 +293,20 @@ func (s rateLimitStage[T]) compile() stageFunc[T] {
 		}
 		return n.run(ctx, s.inner)
 	}
+}
+
+// refuse turns away, taking no token, a call whose context has ended (err,
+// its Err) or whose deadline has come (err nil: no turn lies before it).
+func (s rateLimitStage[T]) refuse(ctx context.Context, n next[T], now int64, err error) (T, error) {
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	var after int64 // a shared limiter's bucket is not asked for a call that cannot use a turn
+	if s.l.share == nil {
+		after = s.l.peek(now)
+	}
+	return s.reject(ctx, n, after)
 }
 
 // reject is outlined: it allocates the error, which the passing path never

@@ -458,3 +458,87 @@ func TestRateLimitDeadlineCenturiesPast(t *testing.T) {
 		assert.Equal(t, 100*time.Millisecond, time.Since(start))
 	})
 }
+
+// TestRateLimitEndedContextTakesNoToken: a call nobody waits for any more
+// (its context cancelled, or its deadline come) is refused at once and
+// takes no token, so it does not spend the rate of the calls still live: a
+// cancelled one gets ctx.Err(), one past its deadline ErrRateLimited (no
+// turn lies before the deadline) with the bucket's true RetryAfter.
+func TestRateLimitEndedContextTakesNoToken(t *testing.T) {
+	tests := []struct {
+		name    string
+		ctx     func(parent context.Context) (context.Context, context.CancelFunc)
+		wantErr error
+	}{
+		{"cancelled", func(p context.Context) (context.Context, context.CancelFunc) {
+			ctx, cancel := context.WithCancel(p)
+			cancel()
+			return ctx, cancel
+		}, context.Canceled},
+		{"cancelled with a cause", func(p context.Context) (context.Context, context.CancelFunc) {
+			ctx, cancel := context.WithCancelCause(p)
+			cancel(errors.New("gave up"))
+			return ctx, func() {}
+		}, context.Canceled},
+		{"deadline past", func(p context.Context) (context.Context, context.CancelFunc) {
+			return context.WithDeadline(p, time.Now().Add(-time.Second))
+		}, resil.ErrRateLimited},
+		{"deadline now", func(p context.Context) (context.Context, context.CancelFunc) {
+			return context.WithDeadline(p, time.Now())
+		}, resil.ErrRateLimited},
+	}
+	for _, tt := range tests {
+		for _, maxWait := range []time.Duration{0, time.Second} {
+			t.Run(fmt.Sprintf("%s/MaxWait=%v", tt.name, maxWait), func(t *testing.T) {
+				synctest.Test(t, func(t *testing.T) {
+					l := resil.NewRateLimiter(resil.RateLimitPolicy{Rate: 10, MaxWait: maxWait})
+					p := resil.New[int]().RateLimit(l)
+					ctx, cancel := tt.ctx(t.Context())
+					defer cancel()
+					calls := 0
+					_, err := p.Run(ctx, func(context.Context) (int, error) { calls++; return 1, nil })
+					require.ErrorIs(t, err, tt.wantErr)
+					assert.Zero(t, calls)
+					if tt.wantErr == resil.ErrRateLimited {
+						assert.Zero(t, retryAfterOf(t, err), "a token is free")
+					}
+					_, err = p.Run(t.Context(), passFn)
+					require.NoError(t, err, "the refused call took no token")
+					_, err = p.Run(ctx, passFn)
+					require.ErrorIs(t, err, tt.wantErr)
+					if tt.wantErr == resil.ErrRateLimited {
+						assert.Equal(t, 100*time.Millisecond, retryAfterOf(t, err), "the bucket's next turn")
+					}
+				})
+			})
+		}
+	}
+}
+
+// countingShare counts the turns a shared limiter asks its fleet for.
+type countingShare struct{ asked atomic.Int64 }
+
+func (s *countingShare) Reserve(time.Duration) (time.Duration, resil.ShareAnswer) {
+	s.asked.Add(1)
+	return 0, resil.ShareYes
+}
+
+// A shared limiter does not ask its fleet for a turn a call that has ended
+// could not use.
+func TestRateLimitEndedContextAsksNoFleet(t *testing.T) {
+	share := &countingShare{}
+	l, _ := resil.NewSharedRateLimiter(resil.RateLimitPolicy{Rate: 10}, share)
+	p := resil.New[int]().RateLimit(l)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := p.Run(ctx, passFn)
+	require.ErrorIs(t, err, context.Canceled)
+	dead, cancel2 := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel2()
+	_, err = p.Run(dead, passFn)
+	require.ErrorIs(t, err, resil.ErrRateLimited)
+	assert.Zero(t, share.asked.Load())
+	_, err = p.Run(context.Background(), passFn)
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), share.asked.Load())
+}

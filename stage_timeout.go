@@ -231,3 +231,27 @@ func ended(ctx context.Context) bool {
 	left, ok := untilDeadline(ctx)
 	return ok && left <= 0
 }
+
+// endedAt reports how ctx stands at now, a clock() reading, for a stage
+// about to take something for the call (a rate limiter's token): whether
+// its deadline has come (at or before now), and otherwise its Err. It reads
+// no clock, and looks through a Timeout's context without arming it.
+func endedAt(ctx context.Context, now int64) (pastDeadline bool, err error) {
+	for {
+		tc, ok := ctx.(*timeoutCtx)
+		if !ok {
+			break
+		}
+		if tc.at <= now {
+			return true, nil
+		}
+		if tc.state.Load()&(ctxArmed|ctxReleased) != 0 {
+			return false, tc.Err() // armed: an atomic load; released: its stage has returned
+		}
+		ctx = tc.parent // its deadline is later than tc.at; its end is tc's
+	}
+	if dl, ok := ctx.Deadline(); ok && int64(dl.Sub(epoch)) <= now {
+		return true, nil
+	}
+	return false, ctx.Err()
+}

@@ -1,0 +1,54 @@
+package resil
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+)
+
+// endedAt looks through Timeouts' contexts without arming them: a deadline
+// that has come (its own or an outer one's), the caller's cancellation
+// underneath, an armed or released context.
+func TestEndedAt(t *testing.T) {
+	now := clock()
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	past, cancelPast := context.WithDeadline(context.Background(), time.Now().Add(-time.Hour))
+	defer cancelPast()
+	live := func(parent context.Context) *timeoutCtx {
+		return &timeoutCtx{parent: parent, at: now + int64(time.Hour)}
+	}
+	armed := live(context.Background())
+	armed.arm()
+	defer armed.release()
+	released := live(context.Background())
+	released.release()
+	tests := []struct {
+		name     string
+		ctx      context.Context
+		wantPast bool
+		wantErr  error
+	}{
+		{"background", context.Background(), false, nil},
+		{"cancelled", cancelled, false, context.Canceled},
+		{"deadline past", past, true, nil},
+		{"timeout live", live(context.Background()), false, nil},
+		{"timeout due now", &timeoutCtx{parent: context.Background(), at: now}, true, nil},
+		{"timeout over a cancelled caller", live(cancelled), false, context.Canceled},
+		{"timeout over a timeout over a cancelled caller", live(live(cancelled)), false, context.Canceled},
+		{"timeout armed", armed, false, nil},
+		{"timeout released", released, false, context.Canceled},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			gotPast, gotErr := endedAt(tt.ctx, now)
+			assert.Equal(t, tt.wantPast, gotPast)
+			assert.Equal(t, tt.wantErr, gotErr)
+			if tc, ok := tt.ctx.(*timeoutCtx); ok && tc != armed && tc != released {
+				assert.Zero(t, tc.state.Load()&ctxArmed, "not armed")
+			}
+		})
+	}
+}
