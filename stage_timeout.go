@@ -225,11 +225,8 @@ func untilDeadline(ctx context.Context) (time.Duration, bool) {
 // shows a deadline only once the context's timer has fired, a little after
 // it, and the call may have seen the deadline pass first.
 func ended(ctx context.Context) bool {
-	if ctx.Err() != nil {
-		return true
-	}
-	left, ok := untilDeadline(ctx)
-	return ok && left <= 0
+	past, err := endedAt(ctx, clock())
+	return past || err != nil
 }
 
 // endedAt reports how ctx stands at now, a clock() reading, for a stage
