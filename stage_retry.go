@@ -341,13 +341,19 @@ func (s retryStage[T]) announce(ctx context.Context, n *next[T], e RetryEvent, s
 // after it could not run). That holds for a wait of 0 too: ctx.Err() shows
 // a deadline only once the context's timer has fired, a little after it,
 // and the attempt that just failed may have seen the deadline pass first.
-// A wait of 0 without MaxElapsed reads no clock unless ctx has a deadline.
+// It reads the clock once, and not at all without MaxElapsed and a
+// deadline.
 func (p *retryPolicy) mayWait(ctx context.Context, start int64, delay time.Duration) bool {
-	if left, ok := untilDeadline(ctx); ok && delay >= left {
+	at, has := deadlineAt(ctx)
+	if !has && p.maxElapsed == 0 {
+		return true
+	}
+	now := clock()
+	if has && addSat(now, int64(delay)) >= at {
 		return false
 	}
 	if p.maxElapsed > 0 {
-		elapsed := time.Duration(clock() - start)
+		elapsed := time.Duration(now - start)
 		if elapsed >= p.maxElapsed || delay > p.maxElapsed-elapsed {
 			return false
 		}

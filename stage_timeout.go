@@ -51,20 +51,14 @@ func (p Pipeline[T]) Timeout(d time.Duration) Pipeline[T] {
 func (s timeoutStage[T]) compile() stageFunc[T] {
 	return func(ctx context.Context, n next[T]) (T, error) {
 		at := addSat(clock(), int64(s.d)) // a d of centuries must not wrap into the past
-		if outer, ok := ctx.(*timeoutCtx); ok {
-			// An outer Timeout's context (per-attempt and total limits
-			// both): its deadline is its at (it exists only when its
-			// parent's deadline is later), read without arming it, as
-			// Deadline would: a call that never waits pays for no timer,
-			// however many Timeouts it runs through.
-			if outer.at <= at {
-				return n.run(ctx, s.inner)
-			}
-		} else if dl, ok := ctx.Deadline(); ok && int64(dl.Sub(epoch)) <= at {
+		if dl, ok := deadlineAt(ctx); ok && dl <= at {
 			// The caller's deadline comes first, or with this one: it is the
-			// caller's, and the caller's context already carries it. (dl.Sub
-			// uses the monotonic readings; a deadline made from a wall-clock
-			// time has none and compares by the wall clock, as
+			// caller's, and the caller's context already carries it. An
+			// outer Timeout's context (per-attempt and total limits both)
+			// is read without arming it, as Deadline would: a call that
+			// never waits pays for no timer, however many Timeouts it runs
+			// through. (A deadline made from a wall-clock time has no
+			// monotonic reading and compares by the wall clock, as
 			// context.WithDeadline's own timer does.)
 			return n.run(ctx, s.inner)
 		}
@@ -205,20 +199,20 @@ func (c *timeoutCtx) String() string {
 	return name + ".WithDeadline(resil.Timeout)"
 }
 
-// untilDeadline returns the time left until ctx's deadline (<= 0 once it
-// has come) and whether ctx has one. A Timeout's context answers from its
-// deadline without arming its timer. It saturates instead of overflowing.
-func untilDeadline(ctx context.Context) (time.Duration, bool) {
+// deadlineAt returns ctx's deadline in clock() time, and whether it has
+// one, reading no clock: a Timeout's context answers from its deadline
+// without arming its timer. A deadline centuries away or past saturates.
+func deadlineAt(ctx context.Context) (int64, bool) {
 	if tc, ok := ctx.(*timeoutCtx); ok {
-		// tc.at is a clock() reading no later than now plus at most
-		// MaxInt64 (saturated, see Timeout): no overflow.
-		return time.Duration(tc.at - clock()), true
+		return tc.at, true
 	}
-	deadline, ok := ctx.Deadline()
+	dl, ok := ctx.Deadline()
 	if !ok {
 		return 0, false
 	}
-	return time.Until(deadline), true
+	// dl.Sub(epoch) compares monotonic readings, as the Timeout stage does
+	// (by the wall clock for a deadline made from one).
+	return int64(dl.Sub(epoch)), true
 }
 
 // ended reports whether ctx has ended, or its deadline has come: ctx.Err()
@@ -247,7 +241,7 @@ func endedAt(ctx context.Context, now int64) (pastDeadline bool, err error) {
 		}
 		ctx = tc.parent // its deadline is later than tc.at; its end is tc's
 	}
-	if dl, ok := ctx.Deadline(); ok && int64(dl.Sub(epoch)) <= now {
+	if at, ok := deadlineAt(ctx); ok && at <= now {
 		return true, nil
 	}
 	return false, ctx.Err()
