@@ -78,10 +78,12 @@ type chaos struct {
 // Polly's Simmy). For each call it draws, independently, whether the call is
 // delayed (with probability LatencyRate) and whether it fails (with
 // probability FaultRate). A delayed call waits Latency first; a ctx that
-// ends during the wait ends the call with ctx.Err(). A faulted call then
-// returns Fault without running the wrapped stages, and reports an
-// EventRejected with Err set to it. Other calls run the wrapped stages
-// unchanged.
+// ends during the wait ends the call with ctx.Err(), and a wait that ends
+// at ctx's deadline, before ctx.Err() shows it, with
+// context.DeadlineExceeded: the wrapped stages do not run, nor is a fault
+// returned. A faulted call then returns Fault without running the wrapped
+// stages, and reports an EventRejected with Err set to it. Other calls run
+// the wrapped stages unchanged.
 //
 // Put Chaos first (innermost), so that every other stage sees the injected
 // faults and delays as it would a misbehaving dependency.
@@ -162,6 +164,15 @@ func (s chaosStage[T]) compile() stageFunc[T] {
 				t.Stop()
 				return zero, ctx.Err()
 			case <-t.C:
+				// A wait that ended at the deadline ended with ctx, whose
+				// timer may not have fired yet: the wrapped stages could
+				// not run.
+				if ended(ctx) {
+					if err := ctx.Err(); err != nil {
+						return zero, err
+					}
+					return zero, context.DeadlineExceeded
+				}
 			}
 		}
 		if fault {

@@ -49,11 +49,14 @@ type hedgeStage[T any] struct {
 // error that arrived last is returned. An attempt is left to start only if
 // its time comes before the context's deadline. When the context ends, no
 // attempt is started and Run returns ctx.Err() at once (a success already
-// received is returned instead). The attempts are numbered from 1
-// (Event.Attempt; inside a Retry, from 1 again for each of the Retry's
-// attempts), and stages inside Hedge report their events from the
-// attempt's goroutine, so several may report at once, and an attempt that
-// lost may report after Run has returned.
+// received is returned instead). The deadline counts as the end once it
+// has come, even before ctx.Err() shows it (the context's timer fires a
+// moment later): then the error is context.DeadlineExceeded, and a call
+// that reaches Hedge at its deadline starts no attempt. The attempts are
+// numbered from 1 (Event.Attempt; inside a Retry, from 1 again for each of
+// the Retry's attempts), and stages inside Hedge report their events from
+// the attempt's goroutine, so several may report at once, and an attempt
+// that lost may report after Run has returned.
 //
 // Goroutines: every attempt runs on a goroutine of its own, the first one
 // included, and Run waits for the first answer on the caller's goroutine.
@@ -105,14 +108,20 @@ func (s hedgeStage[T]) compile() stageFunc[T] {
 		if err := ctx.Err(); err != nil {
 			return zero, err
 		}
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= s.delay {
-			// No hedge could start before the deadline: one attempt, inline.
-			n.attempt = 1
-			v, err := n.run(ctx, s.inner)
-			if err != nil && ctx.Err() != nil {
-				return zero, ctx.Err()
+		if dl, ok := ctx.Deadline(); ok {
+			if left := time.Until(dl); left <= 0 {
+				// The deadline has come (ctx's own timer may not have fired
+				// yet): an attempt started now could not run.
+				return zero, context.DeadlineExceeded
+			} else if left <= s.delay {
+				// No hedge could start before the deadline: one attempt, inline.
+				n.attempt = 1
+				v, err := n.run(ctx, s.inner)
+				if err != nil && ctx.Err() != nil {
+					return zero, ctx.Err()
+				}
+				return v, err
 			}
-			return v, err
 		}
 		return s.race(ctx, n)
 	}
