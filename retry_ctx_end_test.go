@@ -125,3 +125,31 @@ func TestRetrySlowOnRetryKeepsBounds(t *testing.T) {
 		})
 	}
 }
+
+// TestRetryAttemptFailingAtTheDeadline: an attempt that fails when the
+// caller's deadline has come ends the call with an error that matches
+// context.DeadlineExceeded and wraps the attempt's error, whether or not
+// the context's timer has fired yet (in fake time both orders happen, so
+// each case runs many times).
+func TestRetryAttemptFailingAtTheDeadline(t *testing.T) {
+	for _, delay := range []time.Duration{0, 100 * time.Millisecond} {
+		t.Run(delay.String(), func(t *testing.T) {
+			for range 100 {
+				synctest.Test(t, func(t *testing.T) {
+					ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+					defer cancel()
+					calls := 0
+					p := resil.New[int]().Retry(resil.RetryPolicy{MaxAttempts: 3, Backoff: resil.Constant(delay)})
+					_, err := p.Run(ctx, func(context.Context) (int, error) {
+						calls++
+						time.Sleep(time.Second) // ends on its own timer, due with ctx's
+						return 0, errFlaky
+					})
+					require.ErrorIs(t, err, context.DeadlineExceeded)
+					require.ErrorIs(t, err, errFlaky)
+					require.Equal(t, 1, calls)
+				})
+			}
+		})
+	}
+}

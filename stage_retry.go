@@ -117,9 +117,10 @@ var defaultBackoff = ExponentialJitter(100*time.Millisecond, 10*time.Second)
 // wrapping the last attempt's error; when the policy's Budget denies a
 // retry, it is one that also matches ErrRetryBudgetExhausted. When the
 // context ends during a wait, or has ended by the time an attempt fails,
-// Run returns at once with an error
-// that matches ctx.Err() and wraps the last attempt's error; when it has
-// ended before the first attempt, Retry returns ctx.Err() without running
+// Run returns at once with an error that matches ctx.Err()
+// (context.DeadlineExceeded once its deadline has come, also before its
+// timer says so) and wraps the last attempt's error; when it has ended
+// before the first attempt, Retry returns ctx.Err() without running
 // anything. A running attempt is never cut short: put a Timeout after Retry
 // for that.
 //
@@ -244,7 +245,7 @@ func (s retryStage[T]) retry(ctx context.Context, n next[T], start int64, v T, e
 		if !p.retryable(err, plain) {
 			return v, err
 		}
-		if cerr := ctx.Err(); cerr != nil {
+		if cerr := endErr(ctx); cerr != nil {
 			return zero, &stopError{errs: [2]error{cerr, err}}
 		}
 		if attempt >= p.maxAttempts {
@@ -306,7 +307,7 @@ func (s retryStage[T]) retry(ctx context.Context, n next[T], start int64, v T, e
 		// The context may have ended during the wait, or before it began
 		// (OnRetry or the observer cancelled it), or as the timer fired
 		// (select then picks either): the retry is not made.
-		if cerr := ctx.Err(); cerr != nil {
+		if cerr := endErr(ctx); cerr != nil {
 			if p.budget != nil {
 				p.budget.refund(spent)
 			}

@@ -215,6 +215,23 @@ func deadlineAt(ctx context.Context) (int64, bool) {
 	return int64(dl.Sub(epoch)), true
 }
 
+// endErr returns ctx.Err(), or context.DeadlineExceeded when ctx's deadline
+// has come before its timer has ended it. It reads the clock only for a
+// live context with a deadline that its Err does not compare with the
+// clock itself (an unarmed Timeout's context does).
+func endErr(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if tc, ok := ctx.(*timeoutCtx); ok && tc.state.Load()&ctxArmed == 0 {
+		return nil // unarmed, its Err compared the clock with its deadline
+	}
+	if at, ok := deadlineAt(ctx); ok && at <= clock() {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
 // ended reports whether ctx has ended, or its deadline has come: ctx.Err()
 // shows a deadline only once the context's timer has fired, a little after
 // it, and the call may have seen the deadline pass first.
