@@ -3,9 +3,11 @@ package resilhttp
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"sync"
+	"time"
 )
 
 // drainLimit bounds what is read of a response that is not returned, as
@@ -18,13 +20,15 @@ const drainLimit = 4 << 10
 // out, so a retry costs one small allocation rather than a 4 KiB one.
 var scratchPool = sync.Pool{New: func() any { return new([drainLimit + 1]byte) }}
 
-// buffer reads the body of a transient failure response, up to drainLimit
-// bytes, while the attempt is still bounded by its own context (a body that
-// stalls is cut off by a Timeout stage like the headers are). When the body
+// buffer reads the body of a failure response, up to drainLimit bytes: of
+// a transient one while the attempt is still bounded by its own context (a
+// body that stalls is cut off by a Timeout stage like the headers are), of
+// any other when a later attempt releases it (see releaseBody). When the body
 // ends within the limit, the original is closed, so its connection goes back
 // to the pool before the next attempt; the bytes stay readable in
 // resp.Body, for the caller in case this response ends up returned. A body
-// longer than that keeps its unread rest attached.
+// longer than that keeps its unread rest attached, until RoundTrip returns
+// or a later attempt starts (see call.release).
 func buffer(resp *http.Response) {
 	body := resp.Body
 	if body == nil || body == http.NoBody || resp.ContentLength > drainLimit {
@@ -55,6 +59,56 @@ func buffer(resp *http.Response) {
 		return
 	}
 	resp.Body = &bufferedBody{buf: kept, err: err}
+}
+
+// errReleased is what the body of a failure response reads after its
+// start once a later attempt has released its connection (see
+// call.release).
+var errReleased = errors.New("resilhttp: body not kept: a later attempt was made")
+
+// releaseBody frees the connection held by the body of resp, a failure
+// response, keeping in memory what buffer keeps of it (all of a body that
+// ends within drainLimit). A success response, or one whose body is all in
+// memory already, is left as it is.
+func releaseBody(resp *http.Response) {
+	if !failureStatus(resp.StatusCode) {
+		return
+	}
+	switch b := resp.Body.(type) {
+	case nil, *bufferedBody, *releasedBody:
+	default:
+		bounded(b, func() { buffer(resp) })
+	}
+	switch b := resp.Body.(type) {
+	case nil, *releasedBody:
+	case *bufferedBody:
+		if b.rest != nil {
+			_ = b.rest.Close()
+			resp.Body = &releasedBody{buf: b.buf}
+		}
+	default:
+		if b != http.NoBody { // longer than drainLimit, as its length says
+			_ = b.Close()
+			resp.Body = &releasedBody{}
+		}
+	}
+}
+
+// releasedBody is the body of a response released by releaseBody.
+type releasedBody struct{ buf []byte }
+
+func (b *releasedBody) Read(p []byte) (int, error) {
+	if len(b.buf) > 0 {
+		n := copy(p, b.buf)
+		b.buf = b.buf[n:]
+		return n, nil
+	}
+	return 0, errReleased
+}
+
+func (b *releasedBody) Close() error {
+	b.buf = nil
+	return nil
 }
 
 // bufferedBody is a response body whose start has been read already.
@@ -155,15 +209,43 @@ func (b *cancelRWBody) Close() error {
 }
 
 // drop disposes of a response that is not returned: it reads what is left
-// of the body up to drainLimit (unless buffer has done that already, or the
-// declared length says the end is out of reach), so the connection can be
-// reused, and closes it.
+// of the body up to drainLimit (unless buffer or releaseBody has done that
+// already, or the declared length says the end is out of reach), so the
+// connection can be reused, and closes it.
 func drop(resp *http.Response) {
 	if resp == nil || resp.Body == nil {
 		return
 	}
-	if _, done := resp.Body.(*bufferedBody); !done && resp.ContentLength <= drainLimit {
-		_, _ = io.CopyN(io.Discard, resp.Body, drainLimit+1)
+	switch b := resp.Body.(type) {
+	case *bufferedBody, *releasedBody:
+	default:
+		if resp.ContentLength <= drainLimit {
+			bounded(b, func() { _, _ = io.CopyN(io.Discard, b, drainLimit+1) })
+		}
 	}
 	_ = resp.Body.Close()
+}
+
+// drainWait bounds how long a body that an attempt with a context of its
+// own produced (one a stage gave it: a Timeout, a Hedge) is waited for once
+// its attempt has ended, to drain it or keep its start: what has arrived
+// by then is read, and a body that stalls is cut off instead of holding up
+// RoundTrip (and a Fallback's answer, or the winner of a hedge) after the
+// stages' bounds. http.Transport waits as long for a request's write to
+// end before it reuses the connection.
+const drainWait = 50 * time.Millisecond
+
+// bounded runs read, which reads body, cancelling body's request after
+// drainWait if body is one of an attempt with its own context. Without such
+// a context there is nothing to cancel: the request's own context bounds
+// read.
+func bounded(body io.ReadCloser, read func()) {
+	cb, ok := body.(*cancelBody)
+	if !ok {
+		read()
+		return
+	}
+	t := time.AfterFunc(drainWait, cb.cancel)
+	read()
+	t.Stop()
 }

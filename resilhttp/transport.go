@@ -105,17 +105,45 @@ var (
 //   - otherwise a nil response and the pipeline's error (ErrBreakerOpen, a
 //     network error, ...).
 //
+// An error that stands for a timeout (req's deadline, a Timeout stage, a
+// timeout of Base's, including one behind a *resil.RetryError or a
+// resil.Permanent mark) has a Timeout method that reports true, as
+// net.Error's does, so url.Error's Timeout reports it as without
+// resilhttp.
+//
 // A Timeout stage bounds an attempt until its response headers arrive (and,
 // for a transient failure status, the first 4 KiB of its body): Base is
 // given a request whose context is req's own context, cancelled early only
 // when the attempt's context ends first. The returned body is bound only by
 // req's context. Every response that is not returned is drained (up to
 // 4 KiB) and closed before RoundTrip returns; attempts still running when
-// the pipeline returns (hedged ones) are waited for first.
+// the pipeline returns (hedged ones) are waited for first. When a stage
+// gave the attempt a context of its own (a Timeout, a Hedge), its body is
+// waited for at most 50ms for that: one that stalls is cut off, and does
+// not hold up RoundTrip beyond the stages' bounds. A failure response
+// whose body goes on beyond 4 KiB does not hold its connection while a
+// later attempt runs: the later attempt supersedes it, and closes the rest
+// of its body when it starts. A panic in a stage's callback or in Base goes
+// on to RoundTrip's caller once the same has been done.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	c := t.newCall(req)
+	defer c.abandon() // a panic (or runtime.Goexit) in a stage or in Base
 	resp, err := t.Pipeline.Run(c, attempt)
 	return c.end(resp, err)
+}
+
+// abandon disposes of what the call holds when the pipeline did not return
+// (a stage's callback or Base panicked): the responses the attempts
+// produced, and the request's body if no attempt sent it. The panic goes
+// on to RoundTrip's caller, who may recover it and must not be left with
+// busy connections.
+func (c *call) abandon() {
+	if c.ended {
+		return
+	}
+	c.finish()
+	c.dropAllBut(nil)
+	c.closeUnsent()
 }
 
 func (t *Transport) newCall(req *http.Request) *call {
@@ -160,15 +188,24 @@ func (c *call) end(resp *http.Response, err error) (*http.Response, error) {
 				err = *first
 			}
 		}
+		if resp == nil {
+			err = asTimeout(err, c.Err())
+		}
 	} else if resp == nil {
 		err = errNilResponse
 	}
 	c.dropAllBut(resp)
+	c.closeUnsent()
+	c.ended = true
+	return resp, err
+}
+
+// closeUnsent closes the request's body when Base never saw it, as a
+// RoundTripper must.
+func (c *call) closeUnsent() {
 	if c.attempts.Load() == 0 && c.req.Body != nil {
-		// Base never saw the body; a RoundTripper must close it.
 		_ = c.req.Body.Close()
 	}
-	return resp, err
 }
 
 // CloseIdleConnections closes Base's idle connections, if Base has a
@@ -215,6 +252,7 @@ type call struct {
 	base     http.RoundTripper
 	maxWait  time.Duration
 	replay   bool         // later attempts may call Base
+	ended    bool         // end has run; read and written by RoundTrip's goroutine only
 	attempts atomic.Int32 // attempts that went as far as choosing a body
 
 	// state counts the attempts running (between enter and leave) in its
@@ -252,12 +290,13 @@ func attempt(ctx context.Context) (*http.Response, error) {
 	if !c.enter() {
 		return nil, resil.Permanent(errFinished)
 	}
+	var kept *http.Response
+	defer func() { c.leave(kept) }() // also when Base panics: end and abandon wait for it
 	resp, kept, err := c.try(ctx)
 	if err != nil && !c.replay && !errors.Is(err, errOnce) {
 		first := err // its own variable: only this path allocates
 		c.once.CompareAndSwap(nil, &first)
 	}
-	c.leave(kept)
 	return resp, err
 }
 
@@ -274,6 +313,7 @@ func (c *call) try(ctx context.Context) (resp, kept *http.Response, err error) {
 		if body, err = c.replayBody(); err != nil {
 			return nil, nil, resil.Permanent(err)
 		}
+		c.release()
 	}
 	// Which context Base gets. The body of the response must outlive the
 	// attempt's context (a Timeout stage cancels it when it returns), so
@@ -467,6 +507,24 @@ func (c *call) owns(resp *http.Response) bool {
 	return false
 }
 
+// release frees the connections that the failure responses of attempts
+// that have ended still hold, before a later attempt calls Base: their
+// bodies beyond what buffer kept in memory. Such a response is returned
+// only when no later attempt answers, and the later attempt may need the
+// connection (with Base's MaxConnsPerHost, or HTTP/2's stream limit) or
+// the connection pool would grow by one per retry. A body released here
+// yields what was kept, then errReleased.
+func (c *call) release() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if out := c.out.Load(); out != nil {
+		releaseBody(out)
+	}
+	for _, r := range c.more {
+		releaseBody(r)
+	}
+}
+
 // dropAllBut drains and closes every response produced but keep.
 func (c *call) dropAllBut(keep *http.Response) {
 	if out := c.out.Load(); out != nil && out != keep {
@@ -497,6 +555,34 @@ func (e *attemptError) Error() string {
 }
 
 func (e *attemptError) Unwrap() error { return e.err }
+
+// asTimeout returns err, RoundTrip's error, with a Timeout method that
+// reports true when it stands for a timeout and does not say so itself.
+// It stands for one when cerr, the request context's error, is
+// context.DeadlineExceeded, or, while the context is live, when the first
+// error in err's chain with a Timeout method reports true.
+func asTimeout(err, cerr error) error {
+	type timeouter interface{ Timeout() bool }
+	if te, ok := err.(timeouter); ok && te.Timeout() {
+		return err
+	}
+	var te timeouter
+	if (cerr != nil && errors.Is(cerr, context.DeadlineExceeded)) ||
+		(cerr == nil && errors.As(err, &te) && te.Timeout()) {
+		return &timeoutError{err: err}
+	}
+	return err
+}
+
+// timeoutError is what RoundTrip returns for a timeout whose error does not
+// say so itself (a *resil.RetryError, a resil.Permanent mark): url.Error's
+// Timeout asks only the error itself, not its chain.
+type timeoutError struct{ err error }
+
+func (e *timeoutError) Error() string   { return e.err.Error() }
+func (e *timeoutError) Unwrap() error   { return e.err }
+func (e *timeoutError) Timeout() bool   { return true }
+func (e *timeoutError) Temporary() bool { return true }
 
 // contextError is what RoundTrip returns when the request's context has
 // ended and the pipeline's error does not say so: it matches both.
