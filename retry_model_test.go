@@ -51,8 +51,8 @@ import (
 type rmErrKind int
 
 const (
-	rmA               rmErrKind = iota // rmErrA, unmarked
-	rmB                                // rmErrB, unmarked
+	rmA               rmErrKind = iota // errRmA, unmarked
+	rmB                                // errRmB, unmarked
 	rmCanceled                         // context.Canceled
 	rmDeadline                         // context.DeadlineExceeded
 	rmBreakerOpen                      // resil.ErrBreakerOpen
@@ -69,8 +69,8 @@ const (
 )
 
 var (
-	rmErrA = errors.New("model: A")
-	rmErrB = errors.New("model: B")
+	errRmA = errors.New("model: A")
+	errRmB = errors.New("model: B")
 )
 
 type rmIsCanceledErr struct{ _ byte } // not zero-size: each one is a distinct pointer
@@ -127,9 +127,9 @@ func (s *rmErrSpec) build() error {
 	}
 	switch s.kind {
 	case rmA:
-		return rmErrA
+		return errRmA
 	case rmB:
-		return rmErrB
+		return errRmB
 	case rmCanceled:
 		return context.Canceled
 	case rmDeadline:
@@ -501,7 +501,7 @@ func rmGenScenario(seed uint64) *rmScenario {
 		sc.ratio = []float64{1e-9, 1}[rng.IntN(2)]
 	}
 	bounded := (sc.hasDeadline && sc.deadline > 0) || sc.maxElapsed > 0 || sc.cancelAt > 0
-	plainA := 45 // percent of attempts failing with rmErrA alone
+	plainA := 45 // percent of attempts failing with errRmA alone
 	if rng.IntN(2) == 0 {
 		plainA = 80
 	}
@@ -708,7 +708,7 @@ func (sc *rmScenario) runCode() (rmOutcome, []rmJitterRec) {
 	case "never":
 		pol.RetryIf = func(error) bool { return false }
 	case "is A":
-		pol.RetryIf = func(err error) bool { return errors.Is(err, rmErrA) }
+		pol.RetryIf = func(err error) bool { return errors.Is(err, errRmA) }
 	}
 	if sc.onRetry {
 		pol.OnRetry = func(e resil.RetryEvent) {
@@ -788,7 +788,7 @@ func (sc *rmScenario) runCode() (rmOutcome, []rmJitterRec) {
 	if budget != nil {
 		calls := 0
 		_, _ = resil.New[int]().Retry(resil.RetryPolicy{MaxAttempts: 20, Backoff: resil.Constant(0), Budget: budget}).
-			Run(context.Background(), func(context.Context) (int, error) { calls++; return 0, rmErrB })
+			Run(context.Background(), func(context.Context) (int, error) { calls++; return 0, errRmB })
 		o.Probe = calls - 1
 	}
 	if jitter != nil {
