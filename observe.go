@@ -69,7 +69,10 @@ const (
 	// replaced.
 	EventFallback
 	// EventStateChange: a circuit breaker moved From a state To another,
-	// and this call made the move. It is reported to the pipeline of that
+	// and this call made the move, or the breaker's fleet made it (a
+	// breaker made by NewSharedBreaker, moved through its BreakerLink) and
+	// this call is the breaker's first since, which reports the fleet's
+	// moves before its own events. It is reported to the pipeline of that
 	// call only: a move made by another pipeline sharing the breaker, or by
 	// Breaker.State, is not (BreakerPolicy.OnStateChange sees every move).
 	EventStateChange

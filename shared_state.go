@@ -123,9 +123,11 @@ type BreakerSnapshot struct {
 // OnStateChange: the transitions they make are reported, in order, by the
 // breaker's next call or State, on that caller's goroutine, as the breaker's
 // own open → half-open transition is (so a panic in the callback reaches a
-// caller of the breaker, never the share's goroutine). While no call comes
-// they wait; past 64 waiting, the newest are condensed (x → y, y → z is
-// reported as x → z; x → y, y → x not at all).
+// caller of the breaker, never the share's goroutine). The breaker's next
+// call also reports them to its pipeline's observer (EventStateChange),
+// before its own events; State, which has no pipeline, leaves them to that
+// call. While no call comes they wait; past 64 waiting, the newest are
+// condensed (x → y, y → z is reported as x → z; x → y, y → x not at all).
 type BreakerLink struct{ b *Breaker }
 
 // NewSharedBreaker returns a closed breaker configured by policy whose
@@ -168,8 +170,8 @@ func (l BreakerLink) Snapshot() BreakerSnapshot {
 	b.mu.Lock()
 	now := clock()
 	tail := b.linkTail
-	if _, changed := b.advance(now); changed {
-		b.leave(tail)
+	if tr, changed := b.advance(now); changed {
+		b.leave(tail, tr)
 	}
 	w := b.word.Load()
 	s := BreakerSnapshot{State: BreakerState(w & stateMask), Gen: w >> genShift}
@@ -226,8 +228,7 @@ func (l BreakerLink) Force(gen uint64, to BreakerState, openFor time.Duration) (
 	now := clock()
 	if BreakerState(w&stateMask) != to {
 		tail := b.linkTail
-		b.setState(to, now)
-		b.leave(tail)
+		b.leave(tail, b.setState(to, now))
 	}
 	if to == StateOpen {
 		b.openUntil.Store(addSat(now, max(int64(openFor), 0)))

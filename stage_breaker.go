@@ -177,8 +177,9 @@ type Breaker struct {
 	trials        int   // half-open trials admitted and not given back
 	passed        int   // half-open trials that succeeded
 	queue         []transition
-	linkTail      int    // of queue's last entries, how many a BreakerLink queued (at most len(queue))
-	condensed     uint64 // transitions leave condensed away, never reported
+	linkTail      int          // of queue's last entries, how many a BreakerLink queued (at most len(queue))
+	linkSeen      []transition // a BreakerLink's transitions that no call has reported to its pipeline yet (see takeLinkSeen)
+	condensed     uint64       // transitions leave condensed away, never reported
 	reporting     bool
 	share         *breakerShare // nil unless made by NewSharedBreaker (shared_state.go)
 }
@@ -186,9 +187,10 @@ type Breaker struct {
 // The layout of Breaker.word. Every write of it is made with mu held.
 const (
 	stateMask = 3 // the BreakerState
-	// pendBit: transitions a BreakerLink made wait in the queue for a
-	// caller of the breaker to report them (see BreakerLink). It sends
-	// the next call off the closed fast path, to report them.
+	// pendBit: transitions a BreakerLink made wait for a caller of the
+	// breaker to report them, to OnStateChange (in queue) or to its
+	// pipeline's observer (in linkSeen; see BreakerLink). It sends the
+	// next call off the closed fast path, to report them.
 	pendBit  = 4
 	genShift = 3 // the generation, which every transition increments
 )
@@ -796,34 +798,61 @@ func (b *Breaker) settleShare(t ticket, o outcome) ShareAnswer {
 	return a
 }
 
-// leave hands the transitions a BreakerLink just made to the breaker's
-// callers: the next call (or State) reports them, as it would its own
-// (pendBit sends it to report). When more than maxLinkPending wait (no call
-// came for a long while), the newest two are condensed into one: x → y
-// then y → z is reported as x → z, and x → y then y → x not at all, so that
-// the queue, and the burst of callbacks the next call makes, stay bounded.
-// Only transitions the link queued, after the last a caller queued, are
-// condensed. tail is linkTail before the link's transition was queued.
-// Called with mu held, right after the link's setState.
-func (b *Breaker) leave(tail int) {
-	if b.onChange == nil {
-		return
+// leave hands tr, the transition a BreakerLink just made, to the breaker's
+// callers: the next call (or State) reports it to OnStateChange, as it
+// would its own, and the next call also to its pipeline's observer
+// (pendBit sends it to report; see takeLinkSeen). When more than
+// maxLinkPending wait (no call came for a long while), the newest two are
+// condensed into one: x → y then y → z is reported as x → z, and x → y then
+// y → x not at all, so that the queue, and the burst of callbacks the next
+// call makes, stay bounded. Only transitions the link queued, after the
+// last a caller queued, are condensed. tail is linkTail before the link's
+// transition was queued. Called with mu held, right after the link's
+// setState.
+func (b *Breaker) leave(tail int, tr transition) {
+	b.linkSeen = append(b.linkSeen, tr)
+	if n := len(b.linkSeen); n > maxLinkPending {
+		x, z := b.linkSeen[n-2], b.linkSeen[n-1]
+		b.linkSeen = b.linkSeen[:n-2]
+		if x.from != z.to {
+			b.linkSeen = append(b.linkSeen, transition{from: x.from, to: z.to})
+		}
 	}
-	n := len(b.queue)
-	b.linkTail = min(tail+1, n)
-	if n > maxLinkPending && b.linkTail >= 2 { // only the link's own, never a caller's
-		x, z := b.queue[n-2], b.queue[n-1]
-		b.queue = b.queue[:n-2]
-		b.linkTail--
-		b.condensed++
-		if x.from == z.to {
+	if b.onChange != nil {
+		n := len(b.queue)
+		b.linkTail = min(tail+1, n)
+		if n > maxLinkPending && b.linkTail >= 2 { // only the link's own, never a caller's
+			x, z := b.queue[n-2], b.queue[n-1]
+			b.queue = b.queue[:n-2]
 			b.linkTail--
 			b.condensed++
-		} else {
-			b.queue = append(b.queue, transition{from: x.from, to: z.to})
+			if x.from == z.to {
+				b.linkTail--
+				b.condensed++
+			} else {
+				b.queue = append(b.queue, transition{from: x.from, to: z.to})
+			}
 		}
 	}
 	b.word.Store(b.word.Load() | pendBit)
+}
+
+// takeLinkSeen returns the transitions a BreakerLink made that no call has
+// reported to its pipeline yet, for the calling pipeline to report, and
+// forgets them. It clears pendBit when nothing else waits to be reported
+// (no transition in the queue, nobody delivering it); otherwise report,
+// which leaves pendBit set while linkSeen holds transitions, clears it.
+// Called after report, so that OnStateChange sees a transition before the
+// observer does, as for the call's own.
+func (b *Breaker) takeLinkSeen() []transition {
+	b.mu.Lock()
+	seen := b.linkSeen
+	b.linkSeen = nil
+	if w := b.word.Load(); w&pendBit != 0 && !b.reporting && len(b.queue) == 0 {
+		b.word.Store(w &^ pendBit)
+	}
+	b.mu.Unlock()
+	return seen
 }
 
 // report delivers queued transitions to OnStateChange, in order, outside
@@ -863,9 +892,11 @@ func (b *Breaker) report() {
 	}
 	// Cleared with the queue seen empty under the lock, so a transition
 	// queued after this is delivered by the caller that queued it (or, for
-	// a BreakerLink's, by the next caller, which pendBit sends here).
+	// a BreakerLink's, by the next caller, which pendBit sends here). A
+	// link's transitions that no call has reported to its pipeline yet keep
+	// pendBit set for the next call (see takeLinkSeen).
 	b.reporting = false
-	if w := b.word.Load(); w&pendBit != 0 {
+	if w := b.word.Load(); w&pendBit != 0 && len(b.linkSeen) == 0 {
 		b.word.Store(w &^ pendBit)
 	}
 	done = true
@@ -968,6 +999,12 @@ func (s breakerStage[T]) runSlow(ctx context.Context, n next[T], w uint64) (T, e
 	var zero T
 	if w&pendBit != 0 { // a BreakerLink's transitions wait for a caller
 		b.report()
+		// This call is the breaker's first since the link moved it: its
+		// pipeline hears of the moves, before its own events. Nothing is
+		// held yet, should the observer panic.
+		for _, tr := range b.takeLinkSeen() {
+			n.emitChange(ctx, tr)
+		}
 		w = b.word.Load()
 	}
 	if BreakerState(w&stateMask) == StateOpen && clock() < b.openUntil.Load() {

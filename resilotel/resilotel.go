@@ -104,9 +104,10 @@ var durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5,
 //
 // resil.breaker.state has a point for each pipeline name whose breaker has
 // reported a state change to this observer: a pipeline reports the changes
-// its own calls made (see resil.EventStateChange), so a breaker shared by
-// several pipelines may show a stale state under the names that did not
-// make the last change. Pipelines that share a name share their
+// its own calls made, and those a fleet-shared breaker's fleet made, which
+// the breaker's next call reports (see resil.EventStateChange). A breaker
+// shared by several pipelines may show a stale state under the names that
+// did not report the last change. Pipelines that share a name share their
 // measurements.
 //
 // The observer is safe for concurrent use and may observe any number of
