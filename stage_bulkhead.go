@@ -134,7 +134,8 @@ func (b *Bulkhead) releaseSlow() {
 }
 
 // acquireSlow queues for a slot for up to MaxWait. It returns nil with a
-// slot held, ErrBulkheadFull, or ctx.Err() when ctx ended first.
+// slot held, ErrBulkheadFull, or ctx.Err() when ctx ended first (its
+// deadline coming as the slot is handed over included: see admit).
 func (b *Bulkhead) acquireSlow(ctx context.Context) error {
 	if b.wait == 0 {
 		// Nobody ever queues, so tryAcquire's failure was final: reject
@@ -172,7 +173,7 @@ func (b *Bulkhead) acquireSlow(ctx context.Context) error {
 	var err error
 	select {
 	case <-w.ready:
-		return nil
+		return b.admit(ctx)
 	case <-timer.C:
 		err = ErrBulkheadFull
 	case <-ctx.Done():
@@ -185,7 +186,7 @@ func (b *Bulkhead) acquireSlow(ctx context.Context) error {
 		// ended, since the call will not run.
 		b.mu.Unlock()
 		if err == ErrBulkheadFull {
-			return nil
+			return b.admit(ctx)
 		}
 		b.release()
 		return err
@@ -194,6 +195,24 @@ func (b *Bulkhead) acquireSlow(ctx context.Context) error {
 	b.state.Add(^uint64(oneWaiter - 1))
 	b.mu.Unlock()
 	return err
+}
+
+// admit takes the slot just handed to a waiter, unless ctx's deadline has
+// come: the context then ended while the call queued, whether or not its
+// timer has fired yet (the deadline and the hand-over may fall on the same
+// instant, and nothing orders the two), so the slot goes on to the next
+// waiter and the call returns ctx.Err(), context.DeadlineExceeded until
+// the timer has set it. Only the deadline is read: a cancellation that
+// comes after the hand-over finds the call running.
+func (b *Bulkhead) admit(ctx context.Context) error {
+	if at, ok := deadlineAt(ctx); ok && at <= clock() {
+		b.release()
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // unlink removes w from the queue. b.mu must be held.
@@ -223,8 +242,11 @@ type bulkheadStage[T any] struct {
 // already queued, for up to MaxWait; a freed slot goes to the call that has
 // waited longest. A call that gets no slot in time fails with
 // ErrBulkheadFull (reported as EventRejected); a call whose context ends
-// while it queues returns ctx.Err() and leaves the queue. Neither runs the
-// wrapped stages.
+// while it queues returns ctx.Err() and leaves the queue. A deadline that
+// comes at the very instant a slot is handed to the call has ended it too,
+// though the context's timer may not have fired: the call returns
+// ctx.Err() (context.DeadlineExceeded) and the slot goes on to the next in
+// line. None of these runs the wrapped stages.
 //
 // The slot is released however the wrapped stages end: a value, an error,
 // a panic or runtime.Goexit. Calls run on the caller's goroutine. A call
