@@ -72,7 +72,8 @@ func (e *rateLimitedError) Unwrap() error { return ErrRateLimited }
 
 // RetryAfter returns how long after the rejection a call would pass
 // without waiting, if no other call took the token first. It is exact to
-// the nanosecond and always > 0.
+// the nanosecond, and > 0 except for a call refused because its deadline
+// had come while a token was free (0: a call made now passes).
 func (e *rateLimitedError) RetryAfter() time.Duration { return e.after }
 
 // Transient reports true: the call may pass later.
