@@ -132,3 +132,40 @@ func TestChaosLatencyEndingAtTheDeadlineRunsNothing(t *testing.T) {
 		}
 	})
 }
+
+// lagCtx is a context whose deadline has a lagging Err, as a real one's
+// does until its timer fires: Err stays nil, and Done never closes, past
+// the deadline.
+type lagCtx struct {
+	context.Context
+	dl time.Time
+}
+
+func (c lagCtx) Deadline() (time.Time, bool) { return c.dl, true }
+
+// TestHedgeFailureAtTheDeadline: a failure that arrives once the deadline
+// has come, before the context's timer says so, ends the call with
+// context.DeadlineExceeded, as on every other path: inline (no hedge could
+// start before the deadline) and hedged.
+func TestHedgeFailureAtTheDeadline(t *testing.T) {
+	for _, tt := range []struct {
+		delay time.Duration
+		calls int32
+	}{{2 * time.Second, 1}, {100 * time.Millisecond, 2}} {
+		t.Run(tt.delay.String(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ctx := lagCtx{Context: t.Context(), dl: time.Now().Add(time.Second)}
+				p := resil.New[int]().Hedge(resil.HedgePolicy{Delay: tt.delay})
+				var calls atomic.Int32
+				_, err := p.Run(ctx, func(context.Context) (int, error) {
+					calls.Add(1)
+					time.Sleep(time.Second)
+					return 0, errFlaky
+				})
+				require.ErrorIs(t, err, context.DeadlineExceeded)
+				time.Sleep(time.Second) // the losing attempt ignores its context: let it end
+				require.Equal(t, tt.calls, calls.Load())
+			})
+		})
+	}
+}

@@ -117,8 +117,10 @@ func (s hedgeStage[T]) compile() stageFunc[T] {
 				// No hedge could start before the deadline: one attempt, inline.
 				n.attempt = 1
 				v, err := n.run(ctx, s.inner)
-				if err != nil && ctx.Err() != nil {
-					return zero, ctx.Err()
+				if err != nil {
+					if cerr := endErr(ctx); cerr != nil {
+						return zero, cerr
+					}
 				}
 				return v, err
 			}
@@ -169,7 +171,7 @@ func (s hedgeStage[T]) race(ctx context.Context, n next[T]) (T, error) {
 			if r.err == nil {
 				return r.v, nil
 			}
-			if err := ctx.Err(); err != nil {
+			if err := endErr(ctx); err != nil {
 				// A success that arrived behind this failure is returned,
 				// as when ctx.Done is seen first.
 				return s.stopped(out, err)
