@@ -811,30 +811,33 @@ func (b *Breaker) settleShare(t ticket, o outcome) ShareAnswer {
 // setState.
 func (b *Breaker) leave(tail int, tr transition) {
 	b.linkSeen = append(b.linkSeen, tr)
-	if n := len(b.linkSeen); n > maxLinkPending {
-		x, z := b.linkSeen[n-2], b.linkSeen[n-1]
-		b.linkSeen = b.linkSeen[:n-2]
-		if x.from != z.to {
-			b.linkSeen = append(b.linkSeen, transition{from: x.from, to: z.to})
-		}
+	if len(b.linkSeen) > maxLinkPending {
+		b.linkSeen, _ = condenseTail(b.linkSeen)
 	}
 	if b.onChange != nil {
 		n := len(b.queue)
 		b.linkTail = min(tail+1, n)
 		if n > maxLinkPending && b.linkTail >= 2 { // only the link's own, never a caller's
-			x, z := b.queue[n-2], b.queue[n-1]
-			b.queue = b.queue[:n-2]
-			b.linkTail--
-			b.condensed++
-			if x.from == z.to {
-				b.linkTail--
-				b.condensed++
-			} else {
-				b.queue = append(b.queue, transition{from: x.from, to: z.to})
-			}
+			var removed int
+			b.queue, removed = condenseTail(b.queue)
+			b.linkTail -= removed
+			b.condensed += uint64(removed)
 		}
 	}
 	b.word.Store(b.word.Load() | pendBit)
+}
+
+// condenseTail condenses the last two transitions of q, x → y then y → z,
+// into x → z, or drops both when z is x, and returns q and how many
+// entries it removed (1 or 2). len(q) >= 2.
+func condenseTail(q []transition) ([]transition, int) {
+	n := len(q)
+	x, z := q[n-2], q[n-1]
+	q = q[:n-2]
+	if x.from == z.to {
+		return q, 2
+	}
+	return append(q, transition{from: x.from, to: z.to}), 1
 }
 
 // takeLinkSeen returns the transitions a BreakerLink made that no call has
