@@ -906,17 +906,11 @@ func bhCheck(t *testing.T, sc *bhScenario, want bhOutcome, alt map[int]bhCallOut
 // TestBulkheadModel runs seeded random scenarios through a Bulkhead and
 // the reference model, in fake time, and compares all that they show.
 func TestBulkheadModel(t *testing.T) {
-	seeds := 1000
-	if testing.Short() {
-		seeds = 100
-	}
 	var st bhStats
-	for seed := range uint64(seeds) {
+	forEachSeed(t, 1000, func(seed uint64) func(t *testing.T) {
 		sc, want, alt := bhScenarioFor(seed, &st)
-		t.Run(fmt.Sprint("seed=", seed), func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) { bhCheck(t, sc, want, alt) })
-		})
-	}
+		return func(t *testing.T) { bhCheck(t, sc, want, alt) }
+	})
 	t.Logf("%+v", st)
 	if testing.Short() {
 		return

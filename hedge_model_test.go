@@ -612,20 +612,14 @@ func hmScenarioFor(seed uint64, st *hmStats) (*hmScenario, hmOutcome) {
 // TestHedgeModel runs seeded random scenarios through a Hedge stage and
 // the reference model, in fake time, and compares all that they show.
 func TestHedgeModel(t *testing.T) {
-	seeds := 2000
-	if testing.Short() {
-		seeds = 100
-	}
 	var st hmStats
-	for seed := range uint64(seeds) {
+	forEachSeed(t, 2000, func(seed uint64) func(t *testing.T) {
 		sc, want := hmScenarioFor(seed, &st)
-		t.Run(fmt.Sprint("seed=", seed), func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				got := hmRunCode(sc)
-				require.Equal(t, want, got, "the model (want) and resil (got) disagree; replay with -run 'TestHedgeModel/seed=%d$'\n%v", sc.seed, sc)
-			})
-		})
-	}
+		return func(t *testing.T) {
+			got := hmRunCode(sc)
+			require.Equal(t, want, got, "the model (want) and resil (got) disagree; replay with -run 'TestHedgeModel/seed=%d$'\n%v", sc.seed, sc)
+		}
+	})
 	t.Logf("%+v", st)
 	if testing.Short() {
 		return

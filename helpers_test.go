@@ -3,8 +3,11 @@ package resil_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"runtime"
 	"strconv"
+	"testing"
+	"testing/synctest"
 )
 
 // errFlaky is an unmarked error: transient by default.
@@ -47,4 +50,19 @@ func bubbleGoroutines() int {
 		}
 	}
 	return count
+}
+
+// forEachSeed runs a model test's seeded scenarios: for each seed from 0 to
+// n-1 (100 with -short) it draws the scenario on the test's goroutine
+// (scenario, so that statistics over every seed hold also when -run picks
+// one), and runs the check it returns in a synctest bubble of its own, as
+// the subtest seed=N (replay one with -run 'TestX/seed=N$').
+func forEachSeed(t *testing.T, n int, scenario func(seed uint64) func(t *testing.T)) {
+	if testing.Short() {
+		n = min(n, 100)
+	}
+	for seed := range uint64(n) {
+		check := scenario(seed)
+		t.Run(fmt.Sprint("seed=", seed), func(t *testing.T) { synctest.Test(t, check) })
+	}
 }

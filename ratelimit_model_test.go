@@ -496,20 +496,14 @@ func rlmScenarioFor(seed uint64, st *rlmStats) (*rlmScenario, rlmOutcome) {
 // stage and the reference model, in fake time, and compares all that they
 // show.
 func TestRateLimitModel(t *testing.T) {
-	seeds := 1000
-	if testing.Short() {
-		seeds = 100
-	}
 	var st rlmStats
-	for seed := range uint64(seeds) {
+	forEachSeed(t, 1000, func(seed uint64) func(t *testing.T) {
 		sc, want := rlmScenarioFor(seed, &st)
-		t.Run(fmt.Sprint("seed=", seed), func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				got := rlmRunCode(sc)
-				require.Equal(t, want, got, "the model (want) and resil (got) disagree; replay with -run 'TestRateLimitModel/seed=%d$'\n%v", sc.seed, sc)
-			})
-		})
-	}
+		return func(t *testing.T) {
+			got := rlmRunCode(sc)
+			require.Equal(t, want, got, "the model (want) and resil (got) disagree; replay with -run 'TestRateLimitModel/seed=%d$'\n%v", sc.seed, sc)
+		}
+	})
 	t.Logf("%+v", st)
 	if testing.Short() {
 		return

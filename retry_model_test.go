@@ -9,7 +9,6 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-	"testing/synctest"
 	"time"
 
 	"github.com/resil-go/resil"
@@ -1102,14 +1101,8 @@ func rmCheck(t *testing.T, sc *rmScenario) {
 // TestRetryModel runs seeded random scenarios through Retry and the
 // reference model, in fake time, and compares all that they show.
 func TestRetryModel(t *testing.T) {
-	seeds := 1000
-	if testing.Short() {
-		seeds = 100
-	}
-	for seed := range uint64(seeds) {
-		t.Run(fmt.Sprint("seed=", seed), func(t *testing.T) {
-			sc := rmGenScenario(seed)
-			synctest.Test(t, func(t *testing.T) { rmCheck(t, sc) })
-		})
-	}
+	forEachSeed(t, 1000, func(seed uint64) func(t *testing.T) {
+		sc := rmGenScenario(seed)
+		return func(t *testing.T) { rmCheck(t, sc) }
+	})
 }
