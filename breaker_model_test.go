@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"math/bits"
 	"math/rand/v2"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -489,5 +491,45 @@ func TestBreakerSteadyPrecision(t *testing.T) {
 			require.GreaterOrEqual(t, got, surely, "run %d (every %v): successes younger than Window-Window/10", i, every)
 			require.LessOrEqual(t, got, surely+maybe, "run %d (every %v): no success Window old counts", i, every)
 		}
+	})
+}
+
+// TestBreakerModelLullAfterPartialBatch: a burst leaves a partial batch
+// unfolded on its P; after a pause, a trickle joins that batch. A failure
+// later folds them all; the trickle must not be dated back to the burst (and
+// expire with it) beyond the successes counted since the P last looked at
+// the clock (fewer than staleEvery). The model found 1300 successes, a pause
+// of 9s, 200 successes and a failure, then 9 failures 1.5s later, opening a
+// 50% breaker at a real ratio of 10/210. GOMAXPROCS 1 keeps every call on
+// the P that holds the batch.
+func TestBreakerModelLullAfterPartialBatch(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	synctest.Test(t, func(t *testing.T) {
+		b := NewBreaker(BreakerPolicy{Window: 10 * time.Second}) // ratio 0.5, 10 calls
+		p := New[int]().Breaker(b)
+		ok := func(context.Context) (int, error) { return 1, nil }
+		bad := func(context.Context) (int, error) { return 0, errModelFail }
+		for range 1300 {
+			_, _ = p.Run(context.Background(), ok)
+		}
+		require.Greater(t, unfolded(b), uint64(0), "the burst left a partial batch")
+		time.Sleep(9 * time.Second)
+		for range 200 {
+			_, _ = p.Run(context.Background(), ok)
+		}
+		_, _ = p.Run(context.Background(), bad)
+		time.Sleep(1500 * time.Millisecond)
+		for i := range 9 { // 10 failures against 200 successes 1.5s old: 5%
+			_, _ = p.Run(context.Background(), bad)
+			require.Equal(t, StateClosed, b.State(), "failure %d", i+2)
+		}
+		// The window holds all but fewer than staleEvery of the 200.
+		b.mu.Lock()
+		var okN uint64
+		for _, r := range b.ring {
+			okN += r.ok
+		}
+		b.mu.Unlock()
+		assert.Greater(t, okN, uint64(200-staleEvery))
 	})
 }

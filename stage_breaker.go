@@ -100,6 +100,7 @@ func (s BreakerState) String() string {
 const (
 	windowBuckets = 20  // the window is kept in buckets of Window/20
 	maxBatch      = 512 // most successes a per-P counter collects unfolded
+	staleEvery    = 64  // a P's unfolded batch looks at the clock every staleEvery successes
 	cacheLine     = 128
 )
 
@@ -117,27 +118,31 @@ const (
 // writes, and the counters are folded into the window by the next failure,
 // or once a counter holds a batch of successes. The batch grows (up to 512)
 // only while folds come less than a quarter bucket apart, and shrinks to 1
-// when traffic slows, so at low rates every success is timed exactly. Only
-// the first success a P counts after a fold reads the clock (one read per
-// batch): it dates the P's batch, and it folds at once when it comes more
-// than half a bucket after the last fold.
+// when traffic slows, so at low rates every success is timed exactly. The
+// first success a P counts after a fold reads the clock: it dates the P's
+// batch, and it folds at once when it comes more than half a bucket after
+// the last fold. Every 64th success after it reads the clock again, and
+// folds when the batch is more than a quarter bucket old (traffic slowed
+// while the P held it). So a batch of 512 reads the clock 8 times: about
+// one read per 64 successes.
 //
 // Precision: counts are exact (batching moves when a success is dated,
 // never whether it counts), and no outcome counts late (one at least Window
 // old never counts). A failure may leave the window up to Window/20 early
 // (its bucket). A success is dated at the first unfolded success on its P:
 // in steady traffic, where a batch fills within a quarter bucket, it leaves
-// the window at most Window/10 early. When traffic falls sharply, the
-// successes a P still holds unfolded (fewer than the batch, so at most 511
-// per P) and those it counts until its batch fills or a failure folds carry
-// the date of the first of them: early by up to the pause. A failure folds
-// everything first, so a success is never dated before the last failure
-// that preceded it. Where a P has no counter of its own (32-bit platforms,
-// or a P added by raising GOMAXPROCS after NewBreaker), its successes share
-// one counter (a compare-and-swap each) that dates what it holds at the
-// last fold: a first success within half a bucket of that fold is held and
-// dated there, up to Window/40 earlier than a P's own counter dates it
-// (steady traffic still leaves at most Window/10 early).
+// the window at most Window/10 early. When traffic pauses, the successes a
+// P counts after the pause and before its next look at the clock (at most
+// 63 per P) may carry the date of its batch from before the pause: early by
+// up to the pause. A failure folds everything first, so a success is never
+// dated before the last failure that preceded it. Where a P has no
+// counter of its own (32-bit platforms, or a P added by raising GOMAXPROCS
+// after NewBreaker), its successes share one counter (a compare-and-swap
+// each) that dates what it holds at the last fold and looks at the clock
+// at its first and every 64th success, folding when that fold is more than
+// half a bucket old: a success held there is dated up to Window/40 earlier
+// than a P's own counter dates it (steady traffic still leaves at most
+// Window/10 early), and after a pause up to 63 of them by the pause.
 //
 // An open breaker reads the clock on each rejected call, the one cost of
 // its rejected path: OpenFor ends without a timer, so only the time can say
@@ -384,10 +389,14 @@ func (b *Breaker) succeedClosed(gen uint64) {
 	// Unfolded successes of this shard, modulo 2^32 (setState zeroes
 	// folded for a new generation).
 	pending := uint32(w) - sh.folded.Load()
-	var now int64
-	if pending == 1 {
+	var now, since int64
+	looked := (pending-1)%staleEvery == 0
+	if looked {
 		now = clock()
-		sh.since = now // before w: the fold reads w, then since
+		if pending == 1 {
+			sh.since = now // before w: the fold reads w, then since
+		}
+		since = sh.since
 	}
 	sh.w = w
 	procUnpin()
@@ -401,7 +410,15 @@ func (b *Breaker) succeedClosed(gen uint64) {
 			b.foldAt(gen, now, pid)
 		}
 	case pending >= b.batch.Load():
-		b.foldAt(gen, clock(), pid)
+		if !looked {
+			now = clock()
+		}
+		b.foldAt(gen, now, pid)
+	case looked && now-since > b.width/4:
+		// Every staleEvery successes, a batch that has waited more than a
+		// quarter bucket since its date is folded: traffic slowed while the
+		// P held it, and what it counts next must not be dated back there.
+		b.foldAt(gen, now, pid)
 	}
 }
 
@@ -409,8 +426,9 @@ func (b *Breaker) succeedClosed(gen uint64) {
 // into the stage: called by the goroutine pinned to the shard's P
 // (procPin), it counts a success of generation gen and reports true, when
 // the shard already counts gen and the success is neither the shard's first
-// unfolded one (which must be dated) nor one that fills its batch of batch
-// (which must fold). Otherwise it changes nothing and reports false, and
+// unfolded one (which must be dated), nor one of every staleEvery after it
+// (which look at the clock: see succeedClosed), nor one that fills its
+// batch of batch (which must fold). Otherwise it changes nothing and reports false, and
 // the caller, once unpinned, calls succeedClosed.
 //
 // It reads and writes w as succeedClosed does, plainly (see shard); with
@@ -427,8 +445,8 @@ func (sh *shard) count(gen, batch uint32) bool {
 		return false
 	}
 	n := uint32(w) + 1
-	if pending := n - sh.folded.Load(); pending == 1 || pending >= batch {
-		return false
+	if pending := n - sh.folded.Load(); (pending-1)%staleEvery == 0 || pending >= batch {
+		return false // the first, or one that looks at the clock, or the last
 	}
 	if raceEnabled {
 		atomic.StoreUint64(&sh.w, w&^math.MaxUint32|uint64(n))
@@ -458,7 +476,7 @@ func (b *Breaker) succeedSpill(gen uint64) {
 		b.foldAt(gen, clock(), spillTrigger)
 		return
 	}
-	if n == 1 {
+	if n%staleEvery == 1 { // the first since the last fold, or one that looks again
 		if now := clock(); now > b.foldBy.Load() {
 			b.foldAt(gen, now, spillTrigger)
 		}
