@@ -37,6 +37,7 @@ func TestIsTransient(t *testing.T) {
 		{"context.DeadlineExceeded", context.DeadlineExceeded, true},
 		{"ErrBreakerOpen", resil.ErrBreakerOpen, false},
 		{"ErrTimeout", resil.ErrTimeout, true},
+		{"ErrHedgeLost: a cancellation", resil.ErrHedgeLost, false},
 		{"Join: first decides", errors.Join(resil.Permanent(io.EOF), resil.Transient(io.EOF)), false},
 		{"Join: depth first", errors.Join(fmt.Errorf("a: %w", context.Canceled), resil.Transient(io.EOF)), false},
 		{"Join: nothing decides", errors.Join(io.EOF, &codeError{1}), true},
@@ -67,4 +68,6 @@ func TestMarksKeepTheChain(t *testing.T) {
 func TestSentinelMessages(t *testing.T) {
 	assert.Equal(t, "resil: timeout", resil.ErrTimeout.Error())
 	assert.Equal(t, "resil: circuit breaker is open", resil.ErrBreakerOpen.Error())
+	assert.Equal(t, "resil: another hedged attempt answered first", resil.ErrHedgeLost.Error())
+	assert.ErrorIs(t, resil.ErrHedgeLost, context.Canceled)
 }

@@ -43,8 +43,9 @@ const (
 	// call's last event, except for the events of stages inside a Hedge
 	// whose attempt lost the race and was still running when Run returned:
 	// they arrive when that attempt ends (a Breaker inside the Hedge may
-	// report its late failure, and an EventStateChange it causes), from the
-	// attempt's goroutine.
+	// report its late failure, and an EventStateChange it causes, though it
+	// ignores an unmarked error of an attempt the Hedge cancelled: see
+	// ErrHedgeLost), from the attempt's goroutine.
 	EventSuccess
 	// EventFailure: the call (one Run) returned Err. It is the call's last
 	// event, with the same exception as EventSuccess for stages inside a

@@ -40,7 +40,9 @@ type BreakerPolicy struct {
 	// context.Canceled; with it, the cause of the cancellation of a call's
 	// context is ignored too when the call's error matches it (a
 	// context.WithCancelCause, which errgroup makes: net/http returns its
-	// cause in place of context.Canceled).
+	// cause in place of context.Canceled), and so is any unmarked error of
+	// an attempt that a Hedge outside the Breaker cancelled because another
+	// answered first (see ErrHedgeLost).
 	FailureIf func(error) bool
 	// OnStateChange, if set, is called once per transition, in the order of
 	// the transitions, on a goroutine that called the breaker, never while
@@ -354,7 +356,10 @@ func (b *Breaker) classify(ctx context.Context, err error) outcome {
 		return ignored
 	}
 	if b.defaultIf && ctx.Err() == context.Canceled {
-		if cause := context.Cause(ctx); cause != context.Canceled && errors.Is(err, cause) {
+		switch cause := context.Cause(ctx); {
+		case cause == ErrHedgeLost: // a Hedge outside gave up on this attempt
+			return ignored
+		case cause != context.Canceled && errors.Is(err, cause):
 			return ignored
 		}
 	}

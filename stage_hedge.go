@@ -32,6 +32,16 @@ func (p HedgePolicy) Validate() error {
 	return nil
 }
 
+// ErrHedgeLost is the cause (see context.Cause) with which a Hedge stage
+// cancels the context of the attempts still running when it returns:
+// another attempt answered first (or the call ended). It matches
+// context.Canceled, so code that only knows the context package sees a
+// cancellation. A Breaker inside the Hedge ignores the outcome of an
+// attempt cancelled so, whatever error its fn returns then (with the
+// default FailureIf): the Hedge gave up on it, and what it returns after
+// that says nothing of the dependency. Run never returns it.
+var ErrHedgeLost error = &sentinel{msg: "resil: another hedged attempt answered first", also: context.Canceled}
+
 type hedgeStage[T any] struct {
 	delay    time.Duration
 	attempts int          // 1 + MaxHedges
@@ -44,7 +54,8 @@ type hedgeStage[T any] struct {
 // call), to cut the tail latency of a dependency that is sometimes slow:
 // another attempt starts every Delay until one succeeds or 1+MaxHedges have
 // started. A failure does not bring the next attempt forward. The first
-// success is returned and the other attempts' context is cancelled at once;
+// success is returned and the other attempts' context is cancelled at once
+// (with cause ErrHedgeLost);
 // when every started attempt has failed and none is left to start, the
 // error that arrived last is returned. An attempt is left to start only if
 // its time comes before the context's deadline. When the context ends, no
@@ -149,8 +160,8 @@ type hedgeResult[T any] struct {
 // race runs the attempts on goroutines and returns the first success, or
 // the last failure once no attempt is running or left to start.
 func (s hedgeStage[T]) race(ctx context.Context, n next[T]) (T, error) {
-	actx, cancel := context.WithCancel(ctx)
-	defer cancel() // every exit, panics included, cancels the attempts still running
+	actx, cancel := context.WithCancelCause(ctx)
+	defer cancel(ErrHedgeLost) // every exit, panics included, cancels the attempts still running
 	// Buffered for every attempt (up to a bound), so that none blocks
 	// sending a result nobody reads any more; past the bound, an attempt
 	// gives up sending once actx ends (see hedgeAttempt).
@@ -165,7 +176,7 @@ func (s hedgeStage[T]) race(ctx context.Context, n next[T]) (T, error) {
 		case r := <-out:
 			answered++
 			if r.how != hedgeReturned {
-				cancel()
+				cancel(ErrHedgeLost)
 				reraise(r.how, r.p)
 			}
 			if r.err == nil {

@@ -116,6 +116,8 @@ func TestHedgeAttemptNumbersInsideRetry(t *testing.T) {
 // TestHedgeLoserReportsAfterRun pins what EventSuccess's doc says: a
 // Breaker inside a Hedge reports the late failure of an attempt that lost,
 // after Run returned and after EventSuccess, from the attempt's goroutine.
+// (The failure is marked Transient: an unmarked error of an attempt the
+// Hedge cancelled is ignored; see TestHedgeLosersAreNotBreakerFailures.)
 func TestHedgeLoserReportsAfterRun(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		log := &obsRecorder{}
@@ -125,7 +127,7 @@ func TestHedgeLoserReportsAfterRun(t *testing.T) {
 		v, err := p.Run(t.Context(), func(ctx context.Context) (int, error) {
 			if calls.Add(1) == 1 {
 				time.Sleep(10 * hedgeDelay) // slow, and does not watch ctx
-				return 0, errors.New("late failure")
+				return 0, resil.Transient(errors.New("late failure"))
 			}
 			return 1, nil
 		})
@@ -487,4 +489,45 @@ func TestHedgeSuccessBehindFailureWhenContextEnds(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, 2, v)
 	})
+}
+
+// TestHedgeLosersAreNotBreakerFailures: an attempt that Hedge abandons
+// because another answered first is cancelled with cause
+// resil.ErrHedgeLost, and a Breaker inside the Hedge ignores whatever it
+// returns then (with the default FailureIf): a gRPC client, say, answers a
+// cancellation with a status error that does not wrap context.Canceled, and
+// every hedge that wins must not count a failure against the dependency.
+func TestHedgeLosersAreNotBreakerFailures(t *testing.T) {
+	errCanceledStatus := errors.New("rpc error: code = Canceled desc = context canceled") // wraps nothing
+	tests := []struct {
+		name      string
+		failureIf func(error) bool
+		wantState resil.BreakerState
+	}{
+		{"default FailureIf ignores the loser", nil, resil.StateClosed},
+		{"a FailureIf of the user's decides", func(error) bool { return true }, resil.StateOpen},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := resil.NewBreaker(resil.BreakerPolicy{MinCalls: 2, FailureRatio: 0.5, FailureIf: tt.failureIf})
+				p := resil.New[int]().Breaker(b).Hedge(resil.HedgePolicy{Delay: hedgeDelay})
+				var calls atomic.Int32
+				causes := make(chan error, 1)
+				v, err := p.Run(context.Background(), func(ctx context.Context) (int, error) {
+					if calls.Add(1) == 1 { // slow: loses to the hedge
+						<-ctx.Done()
+						causes <- context.Cause(ctx)
+						return 0, errCanceledStatus
+					}
+					return 2, nil
+				})
+				require.NoError(t, err)
+				assert.Equal(t, 2, v)
+				synctest.Wait() // the loser has returned and been classified
+				assert.ErrorIs(t, <-causes, resil.ErrHedgeLost)
+				assert.Equal(t, tt.wantState, b.State(), "1 success and the loser's error")
+			})
+		})
+	}
 }
