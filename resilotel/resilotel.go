@@ -130,7 +130,7 @@ func NewObserver(mp metric.MeterProvider) (resil.Observer, error) {
 	o.attempts = counter("resil.attempts", "{attempt}", "Attempts that called the pipeline's function.")
 	o.retries = counter("resil.retries", "{retry}", "Retries begun after a failed attempt.")
 	o.timeouts = counter("resil.timeouts", "{timeout}", "Timeout stages whose own deadline ended the stages they wrap.")
-	o.rejections = counter("resil.rejections", "{rejection}", "Calls a stage refused without running what it wraps, by reason.")
+	o.rejections = counter("resil.rejections", "{rejection}", "Calls (or retries) a stage refused without running what it wraps, by reason.")
 	o.fallbacks = counter("resil.fallbacks", "{fallback}", "Calls a Fallback stage served.")
 	o.transitions = counter("resil.breaker.transitions", "{transition}", "Circuit breaker state changes, by the state entered.")
 	o.duration, e = m.Float64Histogram("resil.call.duration",
