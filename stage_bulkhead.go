@@ -135,7 +135,8 @@ func (b *Bulkhead) releaseSlow() {
 
 // acquireSlow queues for a slot for up to MaxWait. It returns nil with a
 // slot held, ErrBulkheadFull, or ctx.Err() when ctx ended first (its
-// deadline coming as the slot is handed over included: see admit).
+// deadline coming as the slot is handed over or as MaxWait ends included:
+// see admit).
 func (b *Bulkhead) acquireSlow(ctx context.Context) error {
 	if b.wait == 0 {
 		// Nobody ever queues, so tryAcquire's failure was final: reject
@@ -176,6 +177,13 @@ func (b *Bulkhead) acquireSlow(ctx context.Context) error {
 		return b.admit(ctx)
 	case <-timer.C:
 		err = ErrBulkheadFull
+		if at, ok := deadlineAt(ctx); ok && at <= clock() {
+			// The deadline came at the same instant (its timer may not
+			// have fired yet): the context's end decides, as in admit.
+			if err = ctx.Err(); err == nil {
+				err = context.DeadlineExceeded
+			}
+		}
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
@@ -243,10 +251,11 @@ type bulkheadStage[T any] struct {
 // waited longest. A call that gets no slot in time fails with
 // ErrBulkheadFull (reported as EventRejected); a call whose context ends
 // while it queues returns ctx.Err() and leaves the queue. A deadline that
-// comes at the very instant a slot is handed to the call has ended it too,
-// though the context's timer may not have fired: the call returns
-// ctx.Err() (context.DeadlineExceeded) and the slot goes on to the next in
-// line. None of these runs the wrapped stages.
+// comes at the very instant a slot is handed to the call, or at the instant
+// MaxWait ends, has ended it too, though the context's timer may not have
+// fired: the call returns ctx.Err() (context.DeadlineExceeded), not
+// ErrBulkheadFull, and a slot handed over goes on to the next in line.
+// None of these runs the wrapped stages.
 //
 // The slot is released however the wrapped stages end: a value, an error,
 // a panic or runtime.Goexit. Calls run on the caller's goroutine. A call

@@ -388,3 +388,29 @@ func TestBulkheadAllocs(t *testing.T) {
 		assert.Zero(t, allocs)
 	})
 }
+
+// TestBulkheadMaxWaitAtTheDeadline: when MaxWait ends at the instant the
+// context's deadline comes, the call returns the context's error, every
+// time (both timers fire at that instant, in no set order): the deadline
+// counts as the end once it has come, as it does when a slot is handed
+// over at it.
+func TestBulkheadMaxWaitAtTheDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := resil.NewBulkhead(resil.BulkheadPolicy{MaxConcurrent: 1, MaxWait: time.Second})
+		p := resil.New[int]().Bulkhead(b)
+		release := make(chan struct{})
+		var wg sync.WaitGroup
+		hold(t, &wg, p, release)
+		defer wg.Wait()
+		defer close(release)
+		for i := range 50 {
+			ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+			start := time.Now()
+			_, err := p.Run(ctx, passFn)
+			cancel()
+			require.ErrorIs(t, err, context.DeadlineExceeded, "run %d", i)
+			require.NotErrorIs(t, err, resil.ErrBulkheadFull, "run %d", i)
+			require.Equal(t, time.Second, time.Since(start), "run %d", i)
+		}
+	})
+}
