@@ -2,6 +2,7 @@ package resil
 
 import (
 	"math"
+	"math/bits"
 	"strconv"
 	"strings"
 	"sync"
@@ -105,7 +106,8 @@ type RetryBudget struct {
 	calls [budgetSlots]atomic.Uint64
 	_     [cacheLine]byte // keeps the counters' lines apart from the lock's
 
-	width   int64   // bucket width in clock() ns
+	ttl     int64   // TTL in clock() ns, at least 10µs; bucket k starts at ceil(k·ttl/10)
+	width   int64   // bucket width in clock() ns: ttl/10, rounded down
 	ratio   float64 // retries per call
 	reserve float64 // MinPerSecond × TTL
 
@@ -139,11 +141,13 @@ func NewRetryBudget(policy RetryBudgetPolicy) *RetryBudget {
 		ttl = 10 * time.Second
 	}
 	b.reserve = perSecond * max(ttl, 10*time.Microsecond).Seconds()
-	// At least 1µs, so that a counter's 32-bit tag cannot be taken for a
-	// bucket 2^32 widths later unless it stayed untouched for over an hour.
-	b.width = max(int64(ttl)/budgetBuckets, int64(time.Microsecond))
+	// At least 10µs, buckets of at least 1µs: a counter's 32-bit tag is
+	// taken for a bucket 11·2^32 buckets later (13 hours at 1µs) only when
+	// the counter stayed untouched for exactly that long, to the bucket.
+	b.ttl = max(int64(ttl), int64(10*time.Microsecond))
+	b.width = b.ttl / budgetBuckets
 	now := clock()
-	idx := floorDiv(now, b.width)
+	idx := b.bucket(now)
 	b.cur.Store(idx)
 	b.last.Store(now)
 	b.batch.Store(1)
@@ -180,7 +184,7 @@ func (b *RetryBudget) deposit() {
 // current bucket forward, adapts the batch and counts the call, starting
 // the bucket's counter if it is the bucket's first call.
 func (b *RetryBudget) depositAt(now int64) {
-	idx := floorDiv(now, b.width)
+	idx := b.bucket(now)
 	b.advance(idx)
 	// Readings a quarter bucket apart or less: read half as often; more
 	// than half a bucket: twice as often; more than a bucket: every call.
@@ -216,6 +220,19 @@ func (b *RetryBudget) depositAt(now int64) {
 	}
 }
 
+// bucket returns the index of the bucket that clock() time now falls in:
+// floor(now·10/ttl), computed without overflow. Bucket k starts at
+// ceil(k·ttl/10), so any budgetBuckets consecutive buckets span exactly
+// TTL, whatever TTL is (buckets of TTL/10 rounded to whole nanoseconds
+// would span up to 9ns less, and a retry could stop counting before it is
+// TTL old).
+func (b *RetryBudget) bucket(now int64) int64 {
+	q, r := floorDiv(now, b.ttl), floorMod(now, b.ttl) // r in [0, ttl)
+	hi, lo := bits.Mul64(uint64(r), budgetBuckets)
+	f, _ := bits.Div64(hi, lo, uint64(b.ttl)) // < budgetBuckets, since r < ttl
+	return q*budgetBuckets + int64(f)
+}
+
 // advance makes idx the current bucket, unless a later one already is.
 func (b *RetryBudget) advance(idx int64) {
 	for {
@@ -229,7 +246,7 @@ func (b *RetryBudget) advance(idx int64) {
 // take asks for a retry at now and records it when allowed, in the bucket
 // it returns (for refund).
 func (b *RetryBudget) take(now int64) (int64, bool) {
-	idx := floorDiv(now, b.width)
+	idx := b.bucket(now)
 	b.advance(idx) // later calls are dated in this bucket, or a later one
 	b.mu.Lock()
 	defer b.mu.Unlock()
