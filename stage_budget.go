@@ -93,8 +93,9 @@ const (
 // (1 to 64, adapted so that readings come about a quarter to half a bucket
 // apart; every call when calls are rare). A call may thus be dated up to
 // about half a bucket early, and count for that much less than TTL, never
-// more; when traffic falls sharply, calls made before the next reading may
-// count for less. Asking for a retry, which follows a failure, reads the
+// more; when traffic falls sharply, the calls made after the fall and
+// before the next reading (at most 63) are dated at the last reading, early
+// by up to the pause, and may count for less. Asking for a retry, which follows a failure, reads the
 // clock and takes a short lock, so that concurrent retries cannot overdraw.
 type RetryBudget struct {
 	// Read and written by every call, lock-free.
