@@ -1213,34 +1213,17 @@ func (sc *cpmScenario) call(r *cpmRun, done chan<- *cpmRun) {
 	}
 }
 
-// cpmBubbleGoroutines counts the goroutines of the caller's synctest bubble.
+// cpmBubbleGoroutines counts the goroutines of the caller's synctest bubble
+// and returns the stacks of those that are not the testing package's.
 func cpmBubbleGoroutines() (int, string) {
-	buf := make([]byte, 64<<10)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	first, _, _ := bytes.Cut(buf, []byte("\n"))
-	i := bytes.Index(first, []byte(", synctest bubble "))
-	if i < 0 {
-		panic("cpmBubbleGoroutines: not in a synctest bubble")
-	}
-	tag := first[i : bytes.IndexByte(first[i:], ']')+i+1]
-	count := 0
+	stacks := bubbleStacks()
 	var others []string
-	for _, g := range bytes.Split(buf, []byte("\n\n")) {
-		if bytes.HasPrefix(g, []byte("goroutine ")) && bytes.Contains(g, tag) {
-			count++
-			if !bytes.Contains(g, []byte("testing.")) {
-				others = append(others, string(g))
-			}
+	for _, g := range stacks {
+		if !bytes.Contains(g, []byte("testing.")) {
+			others = append(others, string(g))
 		}
 	}
-	return count, strings.Join(others, "\n\n")
+	return len(stacks), strings.Join(others, "\n\n")
 }
 
 // ---------------------------------------------------------------- play

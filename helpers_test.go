@@ -26,7 +26,11 @@ func goid() int {
 // runs in. runtime.NumGoroutine counts the whole process, where a goroutine
 // of an earlier test (a real-time timer's callback, say) may start or end
 // at any moment.
-func bubbleGoroutines() int {
+func bubbleGoroutines() int { return len(bubbleStacks()) }
+
+// bubbleStacks returns the stack traces of the goroutines of the synctest
+// bubble the caller runs in, the caller's first.
+func bubbleStacks() [][]byte {
 	buf := make([]byte, 1<<20)
 	for {
 		n := runtime.Stack(buf, true)
@@ -40,16 +44,16 @@ func bubbleGoroutines() int {
 	first, _, _ := bytes.Cut(buf, []byte("\n"))
 	i := bytes.Index(first, []byte(", synctest bubble "))
 	if i < 0 {
-		panic("bubbleGoroutines: not called in a synctest bubble")
+		panic("bubbleStacks: not called in a synctest bubble")
 	}
 	tag := first[i : bytes.IndexByte(first[i:], ']')+i+1] // ", synctest bubble B]"
-	count := 0
-	for _, line := range bytes.Split(buf, []byte("\n")) {
-		if bytes.HasPrefix(line, []byte("goroutine ")) && bytes.Contains(line, tag) {
-			count++
+	var stacks [][]byte
+	for _, g := range bytes.Split(buf, []byte("\n\n")) {
+		if header, _, _ := bytes.Cut(g, []byte("\n")); bytes.HasPrefix(header, []byte("goroutine ")) && bytes.Contains(header, tag) {
+			stacks = append(stacks, g)
 		}
 	}
-	return count
+	return stacks
 }
 
 // forEachSeed runs a model test's seeded scenarios: for each seed from 0 to
