@@ -216,9 +216,17 @@ func (fb *fleetBreaker) adopt(r syncRequest, cmd *redis.Cmd) {
 	}
 	gen := r.snap.Gen
 	if need {
-		if g, ok := fb.link.Force(gen, to, remaining); ok {
-			gen = g
+		g, ok := fb.link.Force(gen, to, remaining)
+		if !ok {
+			// The breaker made a transition of its own since the
+			// snapshot, in the epoch it knew: it stays that epoch's
+			// proposal, which the next sync makes against that epoch
+			// (dropped if the fleet has left it, and the fleet's state
+			// adopted then), never against this reply's. Its transition
+			// cleared the fleet's counts it held.
+			return
 		}
+		gen = g
 	}
 	fb.mu.Lock()
 	if fb.version == r.version {
