@@ -107,8 +107,9 @@ type BreakerSnapshot struct {
 	// State is the breaker's state (an open breaker whose OpenFor has
 	// passed is reported half-open).
 	State BreakerState
-	// Gen identifies the state: it changes with every transition. Pass it
-	// back to SetFleet and Force, which act only while it is current.
+	// Gen identifies the state: it changes with every transition (and
+	// ClearWindow). Pass it back to SetFleet, Force and ClearWindow, which
+	// act only while it is current.
 	Gen uint64
 	// Successes and Failures are the breaker's own outcomes in its window
 	// (zero unless closed), without the fleet's.
@@ -204,6 +205,27 @@ func (l BreakerLink) SetFleet(gen uint64, successes, failures uint64) bool {
 	}
 	b.share.ok, b.share.fail = successes, failures
 	return true
+}
+
+// ClearWindow empties a closed breaker's window while gen is current, as a
+// transition does, without making one (there is nothing to report): for a
+// fleet that went through transitions the breaker missed (it opened and
+// closed again between two syncs) and whose state the breaker is in
+// already, so that outcomes of calls admitted before the fleet's
+// transitions never count after them. It starts a new generation (calls
+// admitted before it count nowhere) and drops the fleet's counts, and
+// returns the breaker's generation after it and whether it cleared: false
+// when gen is not current or the breaker is not closed.
+func (l BreakerLink) ClearWindow(gen uint64) (uint64, bool) {
+	b := l.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	w := b.word.Load()
+	if w>>genShift != gen || BreakerState(w&stateMask) != StateClosed {
+		return w >> genShift, false
+	}
+	b.renew(StateClosed, clock())
+	return b.word.Load() >> genShift, true
 }
 
 // Force puts the breaker in the fleet's state while gen is current, and

@@ -291,6 +291,64 @@ func TestSharedBreakerStaleGeneration(t *testing.T) {
 	assert.Equal(t, resil.StateHalfOpen, link.Breaker().State())
 }
 
+// TestSharedBreakerClearWindow: ClearWindow empties a closed breaker's
+// window (its own counts and the fleet's) in a new generation without a
+// transition: nothing is reported, an outcome of a call admitted before it
+// counts nowhere, and a stale generation or a breaker that is not closed
+// is left alone.
+func TestSharedBreakerClearWindow(t *testing.T) {
+	var seen []string
+	policy := resil.BreakerPolicy{FailureRatio: 0.5, MinCalls: 4, OnStateChange: func(from, to resil.BreakerState) {
+		seen = append(seen, from.String()+">"+to.String())
+	}}
+	f, bs := newMemFleet(policy, 1)
+	link := f.members[0].link
+	for range 3 {
+		require.ErrorIs(t, fleetCall(bs[0], true), errFleetDown)
+	}
+	s := link.Snapshot()
+	require.Equal(t, uint64(3), s.Failures)
+	require.True(t, link.SetFleet(s.Gen, 0, 5), "the fleet's counts: 5 failures")
+
+	// A call admitted before the clear ends after it.
+	release, admitted := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := resil.New[int]().Breaker(bs[0]).Run(context.Background(), func(context.Context) (int, error) {
+			close(admitted)
+			<-release
+			return 0, errFleetDown
+		})
+		done <- err
+	}()
+	<-admitted
+
+	gen, ok := link.ClearWindow(s.Gen)
+	require.True(t, ok)
+	assert.NotEqual(t, s.Gen, gen, "a new generation")
+	close(release)
+	require.ErrorIs(t, <-done, errFleetDown)
+	after := link.Snapshot()
+	assert.Equal(t, resil.BreakerSnapshot{State: resil.StateClosed, Gen: gen}, after,
+		"no outcome left, not even the one admitted before")
+	for range 3 { // 3 of 4 calls failing would trip it on the old counts
+		require.ErrorIs(t, fleetCall(bs[0], true), errFleetDown)
+	}
+	assert.Equal(t, resil.StateClosed, bs[0].State(), "neither its own old failures nor the fleet's count")
+	assert.Empty(t, seen, "no transition")
+
+	_, ok = link.ClearWindow(s.Gen)
+	assert.False(t, ok, "a stale generation")
+	assert.Equal(t, uint64(3), link.Snapshot().Failures, "left alone")
+
+	open, ok := link.Force(link.Snapshot().Gen, resil.StateOpen, time.Hour)
+	require.True(t, ok)
+	still, ok := link.ClearWindow(open)
+	assert.False(t, ok, "an open breaker has no window to clear")
+	assert.Equal(t, open, still)
+	assert.Equal(t, resil.StateOpen, bs[0].State())
+}
+
 func TestSharedBreakerForceChecksState(t *testing.T) {
 	f, _ := newMemFleet(resil.BreakerPolicy{}, 1)
 	link := f.members[0].link

@@ -643,6 +643,20 @@ func (b *Breaker) failClosed(gen uint64) (transition, bool) {
 // setState makes a transition: a new generation, a clear window and fresh
 // trials. Called with mu held.
 func (b *Breaker) setState(to BreakerState, now int64) transition {
+	from := BreakerState(b.word.Load() & stateMask)
+	b.renew(to, now)
+	tr := transition{from: from, to: to}
+	if b.onChange != nil {
+		b.queue = append(b.queue, tr)
+		b.linkTail = 0 // a caller's, unless the link's leave says otherwise
+	}
+	return tr
+}
+
+// renew starts a new generation in state to: a clear window and fresh
+// trials, and for StateOpen a full open period. It is setState without
+// the transition (BreakerLink.ClearWindow makes none). Called with mu held.
+func (b *Breaker) renew(to BreakerState, now int64) {
 	old := b.word.Load()
 	gen := old>>genShift + 1
 	// The counters take the new generation before the word does, so that a
@@ -664,12 +678,6 @@ func (b *Breaker) setState(to BreakerState, now int64) transition {
 	b.batch.Store(1)
 	b.trials, b.passed = 0, 0
 	b.share.clear()
-	tr := transition{from: BreakerState(old & stateMask), to: to}
-	if b.onChange != nil {
-		b.queue = append(b.queue, tr)
-		b.linkTail = 0 // a caller's, unless the link's leave says otherwise
-	}
-	return tr
 }
 
 // advance makes the open → half-open transition once OpenFor has passed.
