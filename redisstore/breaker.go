@@ -5,7 +5,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/resil-go/resil"
@@ -28,11 +27,13 @@ type fleetBreaker struct {
 	openFor  int64 // ms
 	halfOpen int64
 	seq      atomic.Uint64 // for lease ids
+	trips    atomic.Uint64 // Tripped calls
 
 	mu      sync.Mutex
 	epoch   uint64  // the fleet's epoch as last adopted
 	synced  uint64  // the breaker's generation after the last adoption
 	version uint64  // bumped when a trial moves the epoch, voiding a sync in flight
+	tripped uint64  // trips as of the last adoption: those since are the breaker's own
 	leases  []lease // trial places held
 }
 
@@ -47,12 +48,16 @@ type syncRequest struct {
 	snap     resil.BreakerSnapshot
 	epoch    uint64
 	version  uint64
-	proposal int // 0 none, 1 open, 2 closed
+	trips    uint64
+	proposal int // 0 none, 1 open, 2 closed, 3 open and already half-open
 }
 
 // Tripped wakes the sync goroutine, so that the trip reaches the fleet in
 // one round trip rather than at the next tick.
-func (fb *fleetBreaker) Tripped() { fb.s.wake() }
+func (fb *fleetBreaker) Tripped() {
+	fb.trips.Add(1)
+	fb.s.wake()
+}
 
 // AcquireTrial takes a fleet-wide trial place with a lease in Redis: one
 // round trip, bounded by Options.Timeout. Without Redis, the breaker
@@ -152,13 +157,23 @@ func (fb *fleetBreaker) request() syncRequest {
 	snap := fb.link.Snapshot()
 	fb.mu.Lock()
 	defer fb.mu.Unlock()
-	r := syncRequest{snap: snap, epoch: fb.epoch, version: fb.version}
+	r := syncRequest{snap: snap, epoch: fb.epoch, version: fb.version, trips: fb.trips.Load()}
 	if snap.Gen != fb.synced {
 		switch snap.State {
 		case resil.StateOpen:
 			r.proposal = 1
 		case resil.StateClosed:
 			r.proposal = 2
+		case resil.StateHalfOpen:
+			// Half-open by its own open period's end, after a trip of its
+			// own since the last adoption (Redis was down, or OpenFor is
+			// shorter than the sync took): the trip is still news to the
+			// fleet, which goes half-open too, so that trials decide
+			// before anyone closes. Half-open after an open period the
+			// fleet gave it, it has nothing to propose.
+			if r.trips != fb.tripped {
+				r.proposal = 3
+			}
 		}
 	}
 	return r
@@ -190,7 +205,7 @@ func (fb *fleetBreaker) adopt(r syncRequest, cmd *redis.Cmd) {
 		fb.lost(r)
 		return
 	}
-	epoch, open, remaining := uint64(v[0]), v[1] == 1, time.Duration(v[2])*time.Millisecond
+	epoch, open, remaining := uint64(v[0]), v[1] == 1, fromMs(v[2])
 	fb.mu.Lock()
 	current := fb.version == r.version
 	fb.mu.Unlock()
@@ -227,13 +242,23 @@ func (fb *fleetBreaker) adopt(r syncRequest, cmd *redis.Cmd) {
 			return
 		}
 		gen = g
+	} else if moved && local == resil.StateClosed {
+		// Closed as the fleet is, but the fleet went through transitions
+		// since the epoch the breaker knew (it opened and closed again
+		// between two syncs): the outcomes in the breaker's window were
+		// admitted before them, and must not count in the new epoch.
+		g, ok := fb.link.ClearWindow(gen)
+		if !ok {
+			return // it tripped since the snapshot: as when Force loses
+		}
+		gen = g
 	}
 	fb.mu.Lock()
 	if fb.version == r.version {
 		if moved {
 			fb.leases = nil
 		}
-		fb.epoch, fb.synced = epoch, gen
+		fb.epoch, fb.synced, fb.tripped = epoch, gen, r.trips
 	}
 	fb.mu.Unlock()
 	fb.link.SetFleet(gen, uint64(max(v[3], 0)), uint64(max(v[4], 0)))

@@ -28,7 +28,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 //
 // KEYS: state, counts, trials
 // ARGV: replica, successes, failures, known epoch, proposal (0 none,
-// 1 open, 2 closed), openFor, stale (counts older than this are dropped),
+// 1 open, 2 closed, 3 open with its open period passed), openFor,
+// stale (counts older than this are dropped),
 // ttl (of the keys), the replica's state (0 closed, 1 open, 2 half-open),
 // what is left of its open period
 // Returns: {epoch, open, remaining open ms, successes, failures}
@@ -39,6 +40,19 @@ local open = st[2] == '1'
 local till = tonumber(st[3]) or 0
 local known = tonumber(ARGV[4])
 local proposal = tonumber(ARGV[5])
+-- othersTrial reports whether a replica other than this one holds a live
+-- trial lease (ids are replica:sequence). This one's own may be a lease
+-- whose acquire timed out on the replica after the script ran.
+local function othersTrial()
+	redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+	local mine = ARGV[1] .. ':'
+	for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+		if string.sub(id, 1, #mine) ~= mine or not string.match(string.sub(id, #mine + 1), '^%d+$') then
+			return true
+		end
+	end
+	return false
+end
 if known > epoch then
 	-- The fleet's epochs only grow: its state was lost (a restart without
 	-- persistence, a flush, expiry). The first replica to report seeds it
@@ -56,15 +70,19 @@ if known > epoch then
 	end
 	redis.call('DEL', KEYS[3])
 elseif known == epoch then
-	if proposal == 1 and (not open or now >= till) then
-		-- a trip, or a failed trial the fleet did not hear of
+	if (proposal == 1 or proposal == 3) and (not open or now >= till) then
+		-- a trip, or a failed trial the fleet did not hear of; 3: one
+		-- whose open period has passed on the replica: half-open at once
 		epoch = epoch + 1
 		open = true
-		till = now + tonumber(ARGV[6])
+		till = now
+		if proposal == 1 then till = now + tonumber(ARGV[6]) end
 		redis.call('HSET', KEYS[1], 'epoch', epoch, 'open', 1, 'until', till, 'passed', 0)
 		redis.call('DEL', KEYS[3])
-	elseif proposal == 2 and open and now >= till then
-		-- trials that succeeded while the fleet could not be asked
+	elseif proposal == 2 and open and now >= till and not othersTrial() then
+		-- trials that succeeded while the fleet could not be asked (or
+		-- one that outlived its lease), unless another replica's trial
+		-- holds a place now: that one decides
 		epoch = epoch + 1
 		open = false
 		redis.call('HSET', KEYS[1], 'epoch', epoch, 'open', 0, 'passed', 0)

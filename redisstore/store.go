@@ -50,6 +50,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"reflect"
 	"strconv"
@@ -141,6 +142,14 @@ func New(client redis.UniversalClient, opts Options) *Store {
 	if err := opts.Validate(); err != nil {
 		panic(err.Error())
 	}
+	s := newStore(client, opts)
+	go s.loop()
+	return s
+}
+
+// newStore is New's store, its options' defaults filled in, before its
+// sync goroutine starts.
+func newStore(client redis.UniversalClient, opts Options) *Store {
 	if opts.Prefix == "" {
 		opts.Prefix = "resil"
 	}
@@ -167,7 +176,6 @@ func New(client redis.UniversalClient, opts Options) *Store {
 	}
 	s.fleet.Store(1)
 	s.up.Store(true) // until a round trip says otherwise
-	go s.loop()
 	return s
 }
 
@@ -284,11 +292,26 @@ func (s *Store) key(kind, name, part string) string {
 
 // stale is how long a replica's report counts without a newer one: three
 // missed syncs.
-func (s *Store) stale() time.Duration { return 3 * s.opts.SyncEvery }
+func (s *Store) stale() time.Duration {
+	if s.opts.SyncEvery > math.MaxInt64/3 {
+		return math.MaxInt64 // a SyncEvery of a century: never stale, not negative
+	}
+	return 3 * s.opts.SyncEvery
+}
 
 // keyTTL is how long the store's keys outlive the last replica that uses
 // them.
 const keyTTL = 24 * time.Hour
+
+// fromMs is a script's milliseconds as a duration, saturated: an OpenFor
+// of centuries comes back as more milliseconds than a Duration holds in
+// nanoseconds, and must not wrap into the past.
+func fromMs(m int64) time.Duration {
+	if m > math.MaxInt64/int64(time.Millisecond) {
+		return math.MaxInt64
+	}
+	return time.Duration(m) * time.Millisecond
+}
 
 // ms is d in whole milliseconds for the scripts, rounded up: a positive
 // duration under 1ms is not sent as 0.
@@ -359,7 +382,11 @@ func (s *Store) sync() {
 		}
 		return
 	}
-	s.up.Store(true)
+	s.life.RLock()
+	if !s.closed { // a sync that Close did not stop in time: a closed store stays down
+		s.up.Store(true)
+	}
+	s.life.RUnlock()
 	if n, err := r.presence.Int64(); err == nil && n > 0 && n != s.fleet.Swap(n) {
 		s.mu.Lock()
 		for _, fl := range s.limiters {

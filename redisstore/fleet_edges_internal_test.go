@@ -1,0 +1,311 @@
+package redisstore
+
+// Edge cases of the fleet's state, at the level of single syncs. They run
+// against a real redis-server (as the package's other tests do), but every
+// store here is a "manual" store: it has no background goroutine, and the
+// test runs each sync itself (s.sync()), so the order of events is fixed by
+// the test, not by tickers.
+
+import (
+	"context"
+	"errors"
+	"math"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/resil-go/resil"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+var errEdge = errors.New("dependency down")
+
+func edgeClient(t testing.TB, addr string) *redis.Client {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{
+		Addr:                  addr,
+		DialTimeout:           time.Second,
+		ReadTimeout:           time.Second,
+		WriteTimeout:          time.Second,
+		ContextTimeoutEnabled: true,
+		MaxRetries:            -1,
+	})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// manualStore is New without the background goroutine: the test calls
+// s.sync() itself. Timeout is generous (a loaded machine is not an outage).
+func manualStore(t testing.TB, c redis.UniversalClient, opts Options) *Store {
+	t.Helper()
+	require.NoError(t, opts.Validate())
+	if opts.Timeout == 0 {
+		opts.Timeout = 2 * time.Second
+	}
+	s := newStore(c, opts)
+	close(s.stopped) // no loop to stop
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func edgeCall(b *resil.Breaker, fail bool) error {
+	_, err := resil.New[int]().Breaker(b).Run(context.Background(), func(context.Context) (int, error) {
+		if fail {
+			return 0, errEdge
+		}
+		return 1, nil
+	})
+	return err
+}
+
+type edgeCount struct{ n *atomic.Int64 }
+
+func (h edgeCount) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h edgeCount) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { h.n.Add(1); return next(ctx, cmd) }
+}
+func (h edgeCount) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error { h.n.Add(int64(len(cmds))); return next(ctx, cmds) }
+}
+
+// TestFleetHugeOpenForStaysOpen: an OpenFor of centuries means open until
+// the process ends, as for a local breaker. The tripping replica's sync
+// gets back what is left of the fleet's open period in milliseconds, more
+// than a Duration holds in nanoseconds: it must saturate, not wrap into a
+// negative remaining that reads as half-open (a breaker that then asks
+// Redis for a trial place on every call, refused for ever).
+func TestFleetHugeOpenForStaysOpen(t *testing.T) {
+	srv := StartRedis(t)
+	c := edgeClient(t, srv.Addr())
+	var commands atomic.Int64
+	c.AddHook(edgeCount{&commands})
+	s := manualStore(t, c, Options{})
+	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Duration(math.MaxInt64)}
+	b := s.Breaker("dep", policy)
+	s.sync() // joins the fleet
+	require.True(t, s.Connected())
+
+	require.ErrorIs(t, edgeCall(b, true), errEdge)
+	require.Equal(t, resil.StateOpen, b.State(), "tripped")
+	s.sync() // the trip reaches the fleet
+	require.True(t, s.Connected())
+
+	local := resil.NewBreaker(policy)
+	require.ErrorIs(t, edgeCall(local, true), errEdge)
+	assert.Equal(t, resil.StateOpen, local.State(), "a local breaker stays open")
+	assert.Equal(t, resil.StateOpen, b.State(), "the fleet breaker must stay open too (the fleet is open for centuries)")
+
+	before := commands.Load()
+	require.ErrorIs(t, edgeCall(b, false), resil.ErrBreakerOpen)
+	assert.Equal(t, before, commands.Load(), "an open breaker rejects without a round trip")
+	s.sync()
+	assert.Equal(t, resil.StateOpen, b.State(), "still open after another sync")
+}
+
+// TestFleetLocalTripProposedOnceHalfOpen: the first sync that succeeds
+// after Redis was down proposes the breaker's local trip to the fleet,
+// also when its (local) OpenFor has passed by then and it is half-open:
+// the fleet goes half-open too, and trials decide. It must not be forced
+// closed, without a single trial, by a fleet that never heard of the trip.
+// (The same holds with Redis up when the sync that Tripped wakes starts
+// after OpenFor: a short OpenFor behind a slow sync in flight.)
+func TestFleetLocalTripProposedOnceHalfOpen(t *testing.T) {
+	srv := StartRedis(t)
+	s := manualStore(t, edgeClient(t, srv.Addr()), Options{})
+	const openFor = 20 * time.Millisecond
+	b := s.Breaker("dep", resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 1})
+	s.sync()
+	require.True(t, s.Connected())
+
+	srv.Stop()
+	require.ErrorIs(t, edgeCall(b, true), errEdge)
+	require.Equal(t, resil.StateOpen, b.State(), "tripped on its own while Redis is down")
+	s.sync() // fails: Redis is down
+	require.False(t, s.Connected())
+	time.Sleep(3 * openFor) // real time: the breaker's clock is real; only a lower bound matters
+	require.Equal(t, resil.StateHalfOpen, b.State())
+
+	srv.Start() // Redis back (empty, as the store last saw it: epoch 0, closed)
+	for i := 0; !s.Connected(); i++ {
+		require.Less(t, i, 50, "the store does not reconnect")
+		s.sync()
+	}
+	assert.NotEqual(t, resil.StateClosed, b.State(),
+		"a tripped breaker closes only after HalfOpenCalls trials succeed; none ran")
+	open, err := s.client.HGet(context.Background(), s.key("breaker", "dep", "state"), "open").Result()
+	if !errors.Is(err, redis.Nil) {
+		require.NoError(t, err)
+	}
+	assert.Equal(t, "1", open, "the local trip was proposed to the fleet")
+}
+
+// TestFleetHugeSyncEveryKeepsFleetCounts: a SyncEvery of a century (sync
+// only when woken) is valid. The staleness bound, three SyncEvery, must
+// saturate: wrapped negative, it would drop every replica's counts and
+// presence at every sync, and the fleet would never share them.
+func TestFleetHugeSyncEveryKeepsFleetCounts(t *testing.T) {
+	srv := StartRedis(t)
+	opts := Options{SyncEvery: 100 * 365 * 24 * time.Hour}
+	sa := manualStore(t, edgeClient(t, srv.Addr()), opts)
+	sb := manualStore(t, edgeClient(t, srv.Addr()), opts)
+	policy := resil.BreakerPolicy{FailureRatio: 0.5, MinCalls: 4, Window: time.Minute, OpenFor: time.Minute}
+	a, b := sa.Breaker("dep", policy), sb.Breaker("dep", policy)
+	sa.sync()
+	sb.sync()
+	require.NoError(t, edgeCall(a, false))
+	require.ErrorIs(t, edgeCall(a, true), errEdge) // a: 2 calls, 1 failed
+	require.NoError(t, edgeCall(b, false))         // b: 1 call
+	sa.sync()                                      // a publishes
+	sb.sync()                                      // b reads a's counts
+	require.True(t, sa.Connected() && sb.Connected())
+	assert.Equal(t, 2, sb.Replicas(), "two live replicas")
+	require.ErrorIs(t, edgeCall(b, true), errEdge)
+	assert.Equal(t, resil.StateOpen, b.State(), "fleet: 4 calls, 2 failed, ratio 0.5: trip")
+}
+
+// TestFleetMissedTransitionsClearOldCounts: outcomes of calls admitted
+// before a fleet transition never count after it. Replica a misses two
+// fleet transitions between two of its syncs (open, then closed by b's
+// trial; with OpenFor below SyncEvery this needs no outage): it finds the
+// fleet closed as it is, in a later epoch, and must empty its window (full
+// of failures from before the fleet tripped) rather than report it in the
+// new epoch, where b would trip on them with one failure of its own.
+func TestFleetMissedTransitionsClearOldCounts(t *testing.T) {
+	srv := StartRedis(t)
+	sa := manualStore(t, edgeClient(t, srv.Addr()), Options{})
+	sb := manualStore(t, edgeClient(t, srv.Addr()), Options{})
+	const openFor = 20 * time.Millisecond
+	policy := resil.BreakerPolicy{FailureRatio: 0.5, MinCalls: 4, Window: time.Minute, OpenFor: openFor, HalfOpenCalls: 1}
+	a, b := sa.Breaker("dep", policy), sb.Breaker("dep", policy)
+	sa.sync()
+	sb.sync()
+
+	for range 3 { // a: 3 failures, fewer than MinCalls: closed
+		require.ErrorIs(t, edgeCall(a, true), errEdge)
+	}
+	require.Equal(t, resil.StateClosed, a.State())
+	for range 4 { // b trips on its own
+		require.ErrorIs(t, edgeCall(b, true), errEdge)
+	}
+	require.Equal(t, resil.StateOpen, b.State())
+	sb.sync()               // the fleet opens (epoch 1)
+	time.Sleep(5 * openFor) // real time (both clocks): the fleet's OpenFor passes
+	require.NoError(t, edgeCall(b, false), "b's trial succeeds: the fleet closes (epoch 2)")
+	require.Equal(t, resil.StateClosed, b.State())
+
+	sa.sync() // a adopts epoch 2 (closed, as it is)
+	sa.sync() // and publishes its window under epoch 2
+	sb.sync() // b reads a's counts
+	require.True(t, sa.Connected() && sb.Connected())
+	require.ErrorIs(t, edgeCall(b, true), errEdge)
+	assert.Equal(t, resil.StateClosed, b.State(),
+		"1 failure since the fleet closed; a's 3 failures were admitted before the fleet's transitions")
+}
+
+// blockPipe blocks every pipeline until release is closed, once armed.
+type blockPipe struct {
+	armed   *atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (h blockPipe) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h blockPipe) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h blockPipe) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if h.armed.CompareAndSwap(true, false) {
+			close(h.entered)
+			<-h.release
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestFleetConnectedAfterClose: a closed store is never connected, even
+// when a sync that was already in its round trip as Close began succeeds
+// after it.
+func TestFleetConnectedAfterClose(t *testing.T) {
+	srv := StartRedis(t)
+	c := edgeClient(t, srv.Addr())
+	h := blockPipe{armed: new(atomic.Bool), entered: make(chan struct{}), release: make(chan struct{})}
+	c.AddHook(h)
+	for _, sc := range syncScripts { // the sync's first try must not meet NOSCRIPT
+		require.NoError(t, sc.Load(context.Background(), c).Err())
+	}
+	s := New(c, Options{SyncEvery: time.Hour, Timeout: 10 * time.Second})
+	h.armed.Store(true)
+	s.Breaker("dep", resil.BreakerPolicy{}) // wakes a sync, which blocks in its round trip
+	<-h.entered
+	closed := make(chan struct{})
+	go func() { _ = s.Close(); close(closed) }()
+	for s.Connected() { // Close has begun (it clears up before it waits)
+		time.Sleep(time.Millisecond)
+	}
+	close(h.release)
+	<-closed
+	assert.False(t, s.Connected(), "a closed store is not connected")
+	assert.False(t, s.available(), "nor available to call paths")
+}
+
+// TestFleetExpiredLeaseSuccessDoesNotCloseFleet: a trial that outlives its
+// TrialLease may see another admitted in its place, and its success then
+// counts on its own replica only: the close it makes there is not applied
+// to the fleet while another replica's trial holds a place. That trial
+// decides: it fails, and the fleet reopens.
+func TestFleetExpiredLeaseSuccessDoesNotCloseFleet(t *testing.T) {
+	srv := StartRedis(t)
+	const (
+		openFor = 20 * time.Millisecond
+		lease   = 100 * time.Millisecond
+	)
+	opts := Options{TrialLease: lease}
+	sa := manualStore(t, edgeClient(t, srv.Addr()), opts)
+	sb := manualStore(t, edgeClient(t, srv.Addr()), opts)
+	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 1}
+	a, b := sa.Breaker("dep", policy), sb.Breaker("dep", policy)
+	sa.sync()
+	sb.sync()
+	require.ErrorIs(t, edgeCall(a, true), errEdge)
+	sa.sync()
+	sb.sync()
+	require.Equal(t, resil.StateOpen, b.State())
+	time.Sleep(5 * openFor) // real time (both clocks): the fleet is half-open
+
+	run := func(br *resil.Breaker, held, release chan struct{}, fail bool) chan error {
+		done := make(chan error, 1)
+		go func() {
+			_, err := resil.New[int]().Breaker(br).Run(context.Background(), func(context.Context) (int, error) {
+				close(held)
+				<-release
+				if fail {
+					return 0, errEdge
+				}
+				return 1, nil
+			})
+			done <- err
+		}()
+		return done
+	}
+	heldA, releaseA := make(chan struct{}), make(chan struct{})
+	doneA := run(a, heldA, releaseA, false)
+	<-heldA               // a's trial holds the fleet's one place
+	time.Sleep(3 * lease) // real time: a's lease expires on the server
+	heldB, releaseB := make(chan struct{}), make(chan struct{})
+	doneB := run(b, heldB, releaseB, true)
+	<-heldB // b's trial takes the place a's expired lease freed
+	close(releaseA)
+	require.NoError(t, <-doneA, "a's late trial succeeds (not counted by the fleet)")
+	require.Equal(t, resil.StateClosed, a.State(), "a counts it on its own replica, where it closes")
+	sa.sync() // a publishes
+	close(releaseB)
+	require.ErrorIs(t, <-doneB, errEdge, "the trial holding the place fails")
+	sb.sync()
+	sa.sync()
+	require.True(t, sa.Connected() && sb.Connected())
+	open, err := sa.client.HGet(context.Background(), sa.key("breaker", "dep", "state"), "open").Result()
+	require.NoError(t, err)
+	assert.Equal(t, "1", open, "the only counted trial failed: the fleet reopens")
+	assert.NotEqual(t, resil.StateClosed, b.State())
+}
