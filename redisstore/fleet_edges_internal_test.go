@@ -309,3 +309,32 @@ func TestFleetExpiredLeaseSuccessDoesNotCloseFleet(t *testing.T) {
 	assert.Equal(t, "1", open, "the only counted trial failed: the fleet reopens")
 	assert.NotEqual(t, resil.StateClosed, b.State())
 }
+
+// TestFleetShortLeaseKeepsOthersLeases: replicas need not agree on
+// TrialLease. A trial place taken with a short lease must not cut a place
+// another replica holds with a longer one: the fleet would admit more than
+// HalfOpenCalls trials, and the long trial's success would not count.
+func TestFleetShortLeaseKeepsOthersLeases(t *testing.T) {
+	srv := StartRedis(t)
+	const openFor = 20 * time.Millisecond
+	sa := manualStore(t, edgeClient(t, srv.Addr()), Options{TrialLease: time.Hour})
+	sb := manualStore(t, edgeClient(t, srv.Addr()), Options{TrialLease: 50 * time.Millisecond})
+	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 2}
+	a, b := sa.Breaker("dep", policy), sb.Breaker("dep", policy)
+	sa.sync()
+	sb.sync()
+	require.ErrorIs(t, edgeCall(a, true), errEdge)
+	sa.sync()
+	sb.sync()
+	require.Equal(t, resil.StateOpen, b.State())
+	time.Sleep(5 * openFor) // real time (both clocks): the fleet is half-open
+	require.Equal(t, resil.StateHalfOpen, a.State())
+	require.Equal(t, resil.StateHalfOpen, b.State())
+
+	fa, fb := sa.breakers["dep"], sb.breakers["dep"]
+	require.Equal(t, resil.ShareYes, fa.AcquireTrial(), "a's place, for an hour")
+	require.Equal(t, resil.ShareYes, fb.AcquireTrial(), "b's place, for 50ms")
+	time.Sleep(200 * time.Millisecond) // real time: b's lease expires on the server's clock
+	assert.Equal(t, resil.ShareYes, fb.AcquireTrial(), "b's expired place is free again")
+	assert.Equal(t, resil.ShareNo, fb.AcquireTrial(), "but a's is not: HalfOpenCalls 2")
+}

@@ -125,8 +125,13 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if redis.call('ZCARD', KEYS[2]) + (tonumber(st[4]) or 0) >= tonumber(ARGV[2]) then
 	return {0, epoch}
 end
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3])
-redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[4]))
+local lease = tonumber(ARGV[4])
+redis.call('ZADD', KEYS[2], now + lease, ARGV[3])
+-- The key lives as long as its longest lease: replicas need not agree on
+-- TrialLease, and a short one must not cut a longer one's place.
+if redis.call('PTTL', KEYS[2]) < lease then
+	redis.call('PEXPIRE', KEYS[2], lease)
+end
 return {1, epoch}
 `)
 
