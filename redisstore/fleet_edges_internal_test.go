@@ -338,3 +338,28 @@ func TestFleetShortLeaseKeepsOthersLeases(t *testing.T) {
 	assert.Equal(t, resil.ShareYes, fb.AcquireTrial(), "b's expired place is free again")
 	assert.Equal(t, resil.ShareNo, fb.AcquireTrial(), "but a's is not: HalfOpenCalls 2")
 }
+
+// TestFleetSlowSyncEveryStaysInTheFleet: replicas need not agree on
+// SyncEvery. A replica that syncs every hour counts in the fleet (its
+// counts, its presence) for three of its own SyncEvery, however often the
+// others sync and however long since its last report by their bound.
+func TestFleetSlowSyncEveryStaysInTheFleet(t *testing.T) {
+	srv := StartRedis(t)
+	const fast = 50 * time.Millisecond
+	sa := manualStore(t, edgeClient(t, srv.Addr()), Options{SyncEvery: fast})
+	sb := manualStore(t, edgeClient(t, srv.Addr()), Options{SyncEvery: time.Hour})
+	policy := resil.BreakerPolicy{FailureRatio: 0.5, MinCalls: 4, Window: time.Minute, OpenFor: time.Minute}
+	a, b := sa.Breaker("dep", policy), sb.Breaker("dep", policy)
+	sa.sync()
+	sb.sync()
+	for range 3 { // b: 3 failures, fewer than MinCalls
+		require.ErrorIs(t, edgeCall(b, true), errEdge)
+	}
+	sb.sync()            // b reports, then stays silent
+	time.Sleep(5 * fast) // real time (the server's clock): past three of a's SyncEvery
+	sa.sync()            // a reads the fleet
+	require.True(t, sa.Connected() && sb.Connected())
+	assert.Equal(t, 2, sa.Replicas(), "b is live by its own SyncEvery")
+	require.ErrorIs(t, edgeCall(a, true), errEdge)
+	assert.Equal(t, resil.StateOpen, a.State(), "fleet: 4 failures of 4 calls, b's 3 included")
+}

@@ -89,12 +89,15 @@ elseif known == epoch then
 		redis.call('DEL', KEYS[3])
 	end
 end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[4] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. now)
-local stale = tonumber(ARGV[7])
+-- Each report carries its replica's own staleness bound: replicas need
+-- not agree on SyncEvery, and a fast one must not drop a slow one's counts.
+-- (A report without one, from an older version, takes this replica's.)
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[4] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. now .. ' ' .. ARGV[7])
 local ok, fail = 0, 0
 local all = redis.call('HGETALL', KEYS[2])
 for i = 1, #all, 2 do
-	local e, s, f, ts = string.match(all[i + 1], '^(%d+) (%d+) (%d+) (%d+)$')
+	local e, s, f, ts, stale = string.match(all[i + 1], '^(%d+) (%d+) (%d+) (%d+) ?(%d*)$')
+	stale = tonumber(stale) or tonumber(ARGV[7])
 	if e == nil or now - tonumber(ts) > stale then
 		redis.call('HDEL', KEYS[2], all[i])
 	elseif all[i] ~= ARGV[1] and tonumber(e) == epoch then
@@ -172,12 +175,14 @@ return {0, epoch}
 
 // presenceScript records that a replica is alive and returns how many are.
 //
-// KEYS: replicas (sorted set: replica -> last seen)
+// KEYS: replicas (sorted set: replica -> when it goes stale, by its own bound)
 // ARGV: replica, stale, ttl
 // Returns: the number of live replicas
 var presenceScript = redis.NewScript(timeLua + `
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+-- Scored by when the replica goes stale, by its own bound: replicas need
+-- not agree on SyncEvery.
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
 return redis.call('ZCARD', KEYS[1])
 `)
