@@ -20,10 +20,9 @@ const drainLimit = 4 << 10
 // out, so a retry costs one small allocation rather than a 4 KiB one.
 var scratchPool = sync.Pool{New: func() any { return new([drainLimit + 1]byte) }}
 
-// buffer reads the body of a failure response, up to drainLimit bytes: of
-// a transient one while the attempt is still bounded by its own context (a
-// body that stalls is cut off by a Timeout stage like the headers are), of
-// any other when a later attempt releases it (see releaseBody). When the body
+// buffer reads the body of a failure response, up to drainLimit bytes,
+// when a later attempt releases it (see releaseBody): until then the
+// response may be the one RoundTrip returns, at once. When the body
 // ends within the limit, the original is closed, so its connection goes back
 // to the pool before the next attempt; the bytes stay readable in
 // resp.Body, for the caller in case this response ends up returned. A body
@@ -210,14 +209,18 @@ func (b *cancelRWBody) Close() error {
 
 // drop disposes of a response that is not returned: it reads what is left
 // of the body up to drainLimit (unless buffer or releaseBody has done that
-// already, or the declared length says the end is out of reach), so the
-// connection can be reused, and closes it.
+// already, the declared length says the end is out of reach, or the body
+// is a switched protocol's connection), so the connection can be reused,
+// and closes it.
 func drop(resp *http.Response) {
 	if resp == nil || resp.Body == nil {
 		return
 	}
 	switch b := resp.Body.(type) {
 	case *bufferedBody, *releasedBody:
+	case io.ReadWriteCloser:
+		// A 101 Switching Protocols connection: no end to drain to, and
+		// the connection is not the pool's to reuse.
 	default:
 		if resp.ContentLength <= drainLimit {
 			bounded(b, func() { _, _ = io.CopyN(io.Discard, b, drainLimit+1) })

@@ -197,8 +197,9 @@ func TestBaseBreakingTheContract(t *testing.T) {
 }
 
 // TestUnsafeRequestLastHedgeFailsAfterFirstAnswer: with hedging, a later
-// attempt of a POST may fail (without calling Base) after the one real
-// attempt answered 503; the caller still gets that 503.
+// attempt of a POST fails without calling Base; once the one real attempt
+// has answered 503, it fails with that attempt's StatusError (what stages
+// see), and the caller still gets that 503.
 func TestUnsafeRequestLastHedgeFailsAfterFirstAnswer(t *testing.T) {
 	body := &trackBody{Reader: strings.NewReader("busy")}
 	b := brokenBase{resp: &http.Response{StatusCode: 503, Status: "503 Service Unavailable", Body: body}}
@@ -209,7 +210,11 @@ func TestUnsafeRequestLastHedgeFailsAfterFirstAnswer(t *testing.T) {
 	var se *StatusError
 	require.ErrorAs(t, err1, &se)
 	_, err2 := attempt(c)
-	require.ErrorIs(t, err2, errOnce)
+	require.NotErrorIs(t, err2, errOnce)
+	var se2 *StatusError
+	require.ErrorAs(t, err2, &se2)
+	assert.Same(t, se, se2, "the one attempt's failure")
+	assert.False(t, resil.IsTransient(err2), "not retried: the request may not be sent again")
 
 	resp, err := c.end(nil, err2) // the error that arrived last
 	require.NoError(t, err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"reflect"
 	"strconv"
 	"time"
 )
@@ -76,14 +77,14 @@ func permanentError(err error, req *http.Request) bool {
 		invalid   x509.CertificateInvalidError
 		hostname  x509.HostnameError
 		record    tls.RecordHeaderError
-		alert     tls.AlertError
 		addr      *net.AddrError
 	)
 	switch {
 	case errors.As(err, &verify), errors.As(err, &unknownCA), errors.As(err, &invalid),
 		errors.As(err, &hostname), errors.As(err, &record), errors.As(err, &addr):
 		return true
-	case errors.As(err, &alert):
+	}
+	if alert, ok := tlsAlert(err); ok {
 		// The server refused our certificate.
 		switch alert {
 		case 42, 43, 44, 45, 46, 48, 116: // bad, unsupported, revoked, expired, unknown certificate; unknown CA; certificate required
@@ -92,6 +93,25 @@ func permanentError(err error, req *http.Request) bool {
 		return false
 	}
 	return invalidRequest(req, err)
+}
+
+// tlsAlert returns the TLS alert the peer sent, if err is one. Over TCP,
+// crypto/tls reports it as a *net.OpError whose Op is "remote error" and
+// whose Err is the alert, of an unexported uint8 type of crypto/tls
+// (tls.AlertError is what it reports over QUIC).
+func tlsAlert(err error) (uint8, bool) {
+	var alert tls.AlertError
+	if errors.As(err, &alert) {
+		return uint8(alert), true
+	}
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "remote error" || oe.Err == nil {
+		return 0, false
+	}
+	if v := reflect.ValueOf(oe.Err); v.Kind() == reflect.Uint8 && v.Type().PkgPath() == "crypto/tls" {
+		return uint8(v.Uint()), true
+	}
+	return 0, false
 }
 
 // invalidRequest reports whether req is one http.Transport refuses to send

@@ -306,6 +306,13 @@ func attempt(ctx context.Context) (*http.Response, error) {
 func (c *call) try(ctx context.Context) (resp, kept *http.Response, err error) {
 	n := c.attempts.Add(1)
 	if n > 1 && !c.replay {
+		if first := c.once.Load(); first != nil {
+			// The one attempt has failed: stages (a Fallback, an
+			// Observer, a Breaker) see its failure, not errOnce. It is
+			// marked permanent already (mark), and its response, if any,
+			// is the call's (end returns it).
+			return nil, nil, *first
+		}
 		return nil, nil, resil.Permanent(errOnce)
 	}
 	var body io.ReadCloser
@@ -356,9 +363,6 @@ func (c *call) try(ctx context.Context) (resp, kept *http.Response, err error) {
 	}
 
 	if stop != nil {
-		if err == nil && c.replay && transientStatus(resp.StatusCode) {
-			buffer(resp) // still bounded by the attempt's context
-		}
 		if !stop() {
 			// The attempt's context ended first and cancelled Base: what
 			// came back, if anything, is cut off.
@@ -393,9 +397,8 @@ func (c *call) try(ctx context.Context) (resp, kept *http.Response, err error) {
 	if !transientStatus(code) {
 		return nil, resp, resil.Permanent(se)
 	}
-	if stop == nil && c.replay {
-		buffer(resp) // so that the connection is free for the next attempt
-	}
+	// Its body is read only if a later attempt is made (see release):
+	// until then it may be the response RoundTrip returns, at once.
 	return nil, resp, c.mark(se)
 }
 
