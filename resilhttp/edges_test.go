@@ -213,3 +213,41 @@ func TestHedgedPOSTStagesSeeTheRealFailure(t *testing.T) {
 		assert.ErrorAs(t, seen, &se, "the Fallback saw: %v", seen)
 	})
 }
+
+// closeTracker is a request body that records whether it was closed.
+type closeTracker struct {
+	io.Reader
+	closed bool
+}
+
+func (b *closeTracker) Close() error { b.closed = true; return nil }
+
+// TestGetBodyErrorClosesItsBody: a GetBody that fails but returns a body
+// too has that body closed, not leaked; the retry it was for fails with
+// GetBody's error.
+func TestGetBodyErrorClosesItsBody(t *testing.T) {
+	errGetBody := errors.New("body gone")
+	h := func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "busy", http.StatusServiceUnavailable)
+	}
+	bubble(t, h, func(t *testing.T, s *server, base *http.Transport) {
+		var returned *closeTracker
+		req, _ := http.NewRequest(http.MethodPut, s.URL, strings.NewReader("x"))
+		req.GetBody = func() (io.ReadCloser, error) {
+			returned = &closeTracker{Reader: strings.NewReader("x")}
+			return returned, errGetBody
+		}
+		var seen error
+		p := retry(2).Fallback(func(_ context.Context, err error) (*http.Response, error) {
+			seen = err
+			return nil, err
+		})
+		resp, err := (&resilhttp.Transport{Base: base, Pipeline: p}).RoundTrip(req)
+		if err == nil {
+			_ = resp.Body.Close()
+		}
+		require.ErrorIs(t, seen, errGetBody, "the retry failed on GetBody")
+		require.NotNil(t, returned)
+		assert.True(t, returned.closed, "the body GetBody returned with its error is closed")
+	})
+}

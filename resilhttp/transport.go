@@ -421,6 +421,9 @@ func (c *call) replayBody() (io.ReadCloser, error) {
 	}
 	b, err := c.req.GetBody()
 	if err != nil {
+		if b != nil {
+			_ = b.Close() // returned with the error: ours to close, unused
+		}
 		return nil, fmt.Errorf("resilhttp: GetBody: %w", err)
 	}
 	if (b == nil || b == http.NoBody) && c.req.ContentLength != 0 {
