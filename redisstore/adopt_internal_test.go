@@ -13,10 +13,10 @@ import (
 )
 
 // reply is a sync script's reply: {epoch, open, remaining ms, successes,
-// failures}.
+// failures, the state's name}.
 func reply(epoch, open, remaining int64) *redis.Cmd {
 	cmd := redis.NewCmd(context.Background())
-	cmd.SetVal([]any{epoch, open, remaining, int64(0), int64(0)})
+	cmd.SetVal([]any{epoch, open, remaining, int64(0), int64(0), "fleet"})
 	return cmd
 }
 
@@ -37,7 +37,7 @@ func TestAdoptKeepsEpochWhenForceLoses(t *testing.T) {
 	// Adopted in epoch 5, open with no time left: half-open at the next look.
 	gen, ok := fb.link.Force(fb.link.Snapshot().Gen, resil.StateOpen, 0)
 	require.True(t, ok)
-	fb.epoch, fb.synced = 5, gen
+	fb.epoch, fb.inc, fb.synced = 5, "fleet", gen
 
 	r := fb.request() // the sync's snapshot: half-open, nothing to propose
 	require.Equal(t, resil.StateHalfOpen, r.snap.State)
@@ -72,7 +72,7 @@ func TestAdoptKeepsEpochWhenForceLoses(t *testing.T) {
 func TestAdoptTakesEpochWhenForced(t *testing.T) {
 	fb := &fleetBreaker{s: &Store{}}
 	_, fb.link = resil.NewSharedBreaker(resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Hour, HalfOpenCalls: 1}, fb)
-	fb.epoch, fb.synced = 5, fb.link.Snapshot().Gen
+	fb.epoch, fb.inc, fb.synced = 5, "fleet", fb.link.Snapshot().Gen
 
 	r := fb.request()
 	fb.adopt(r, reply(6, 1, time.Hour.Milliseconds()))

@@ -31,6 +31,7 @@ type fleetBreaker struct {
 
 	mu      sync.Mutex
 	epoch   uint64  // the fleet's epoch as last adopted
+	inc     string  // the name of the fleet's state as last adopted: it changes when Redis loses it
 	synced  uint64  // the breaker's generation after the last adoption
 	version uint64  // bumped when a trial moves the epoch, voiding a sync in flight
 	tripped uint64  // trips as of the last adoption: those since are the breaker's own
@@ -47,6 +48,7 @@ type lease struct {
 type syncRequest struct {
 	snap     resil.BreakerSnapshot
 	epoch    uint64
+	inc      string
 	version  uint64
 	trips    uint64
 	proposal int // 0 none, 1 open, 2 closed, 3 open and already half-open
@@ -157,7 +159,7 @@ func (fb *fleetBreaker) request() syncRequest {
 	snap := fb.link.Snapshot()
 	fb.mu.Lock()
 	defer fb.mu.Unlock()
-	r := syncRequest{snap: snap, epoch: fb.epoch, version: fb.version, trips: fb.trips.Load()}
+	r := syncRequest{snap: snap, epoch: fb.epoch, inc: fb.inc, version: fb.version, trips: fb.trips.Load()}
 	if snap.Gen != fb.synced {
 		switch snap.State {
 		case resil.StateOpen:
@@ -190,18 +192,34 @@ func (fb *fleetBreaker) syncCmd(ctx context.Context, pipe redis.Pipeliner, r syn
 		state = 2
 	}
 	return syncScript.EvalSha(ctx, pipe, fb.keys, s.opts.Replica, r.snap.Successes, r.snap.Failures,
-		r.epoch, r.proposal, fb.openFor, ms(s.stale()), ms(keyTTL), state, ms(r.snap.Remaining))
+		r.epoch, r.proposal, fb.openFor, ms(s.stale()), ms(keyTTL), state, ms(r.snap.Remaining), r.inc)
 }
 
 // lost drops the fleet's counts when a sync failed: the breaker decides on
 // its own counts until Redis answers again.
 func (fb *fleetBreaker) lost(r syncRequest) { fb.link.SetFleet(r.snap.Gen, 0, 0) }
 
+// parseReply reads a sync script's reply: {epoch, open, remaining ms,
+// successes, failures} and the state's name.
+func parseReply(cmd *redis.Cmd) (v [5]int64, inc string, ok bool) {
+	vals, err := cmd.Slice()
+	if err != nil || len(vals) != 6 {
+		return v, "", false
+	}
+	for i := range v {
+		if v[i], ok = vals[i].(int64); !ok {
+			return v, "", false
+		}
+	}
+	inc, ok = vals[5].(string)
+	return v, inc, ok
+}
+
 // adopt applies a sync's reply: the breaker takes the fleet's state when
 // they differ, and the rest of the fleet's counts.
 func (fb *fleetBreaker) adopt(r syncRequest, cmd *redis.Cmd) {
-	v, err := cmd.Int64Slice()
-	if err != nil || len(v) != 5 {
+	v, inc, ok := parseReply(cmd)
+	if !ok {
 		fb.lost(r)
 		return
 	}
@@ -212,7 +230,7 @@ func (fb *fleetBreaker) adopt(r syncRequest, cmd *redis.Cmd) {
 	if !current {
 		return // a trial moved the epoch meanwhile; the next sync starts from there
 	}
-	moved := epoch != r.epoch
+	moved := epoch != r.epoch || inc != r.inc // another state's epochs are another count
 	local := r.snap.State
 	var (
 		to   resil.BreakerState
@@ -258,7 +276,7 @@ func (fb *fleetBreaker) adopt(r syncRequest, cmd *redis.Cmd) {
 		if moved {
 			fb.leases = nil
 		}
-		fb.epoch, fb.synced, fb.tripped = epoch, gen, r.trips
+		fb.epoch, fb.inc, fb.synced, fb.tripped = epoch, inc, gen, r.trips
 	}
 	fb.mu.Unlock()
 	fb.link.SetFleet(gen, uint64(max(v[3], 0)), uint64(max(v[4], 0)))

@@ -363,3 +363,44 @@ func TestFleetSlowSyncEveryStaysInTheFleet(t *testing.T) {
 	require.ErrorIs(t, edgeCall(a, true), errEdge)
 	assert.Equal(t, resil.StateOpen, a.State(), "fleet: 4 failures of 4 calls, b's 3 included")
 }
+
+// TestFleetLostStateLaggingSeedKeepsFleetOpen: an open fleet stays open
+// when Redis loses its state, even when the first replica to report after
+// the loss knew less than the others. Here the fleet is open in epoch 3 (a
+// tripped it), b still knows epoch 2 (closed; it has not synced since the
+// trip), and Redis is flushed: b seeds the fleet again, closed, in epoch 3.
+// a knew another state of epoch 3 (the seed has a new name): its open
+// period is news to the reseeded fleet, which opens, and b adopts it.
+func TestFleetLostStateLaggingSeedKeepsFleetOpen(t *testing.T) {
+	srv := StartRedis(t)
+	sa := manualStore(t, edgeClient(t, srv.Addr()), Options{})
+	sb := manualStore(t, edgeClient(t, srv.Addr()), Options{})
+	const openFor = 20 * time.Millisecond
+	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 1}
+	a, b := sa.Breaker("dep", policy), sb.Breaker("dep", policy)
+	sa.sync()
+	sb.sync()
+
+	require.ErrorIs(t, edgeCall(a, true), errEdge)
+	sa.sync() // epoch 1: open
+	sb.sync() // b adopts it
+	require.Equal(t, resil.StateOpen, b.State())
+	time.Sleep(5 * openFor) // real time (both clocks): the fleet's OpenFor passes
+	require.NoError(t, edgeCall(b, false), "b's trial closes the fleet: epoch 2")
+	require.Equal(t, resil.StateClosed, b.State())
+	sa.sync() // a adopts epoch 2, closed
+	require.Equal(t, resil.StateClosed, a.State())
+
+	require.ErrorIs(t, edgeCall(a, true), errEdge)
+	sa.sync() // epoch 3: open (b has not synced since: it knows epoch 2)
+	require.Equal(t, resil.StateOpen, a.State())
+	require.Equal(t, uint64(3), sa.breakers["dep"].epoch)
+
+	require.NoError(t, sa.client.FlushAll(context.Background()).Err()) // Redis loses its data
+	sb.sync()                                                          // b reports first
+	sa.sync()
+	require.True(t, sa.Connected() && sb.Connected())
+	assert.Equal(t, resil.StateOpen, a.State(), "an open fleet stays open")
+	sb.sync()
+	assert.Equal(t, resil.StateOpen, b.State(), "and b adopts it")
+}

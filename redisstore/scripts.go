@@ -31,13 +31,22 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 // 1 open, 2 closed, 3 open with its open period passed), openFor,
 // stale (counts older than this are dropped),
 // ttl (of the keys), the replica's state (0 closed, 1 open, 2 half-open),
-// what is left of its open period
-// Returns: {epoch, open, remaining open ms, successes, failures}
+// what is left of its open period, the name of the state it knew ("" for
+// none yet)
+// Returns: {epoch, open, remaining open ms, successes, failures, the
+// state's name}
 var syncScript = redis.NewScript(timeLua + `
-local st = redis.call('HMGET', KEYS[1], 'epoch', 'open', 'until')
+local st = redis.call('HMGET', KEYS[1], 'epoch', 'open', 'until', 'inc')
 local epoch = tonumber(st[1]) or 0
 local open = st[2] == '1'
 local till = tonumber(st[3]) or 0
+local inc = st[4]
+if not inc then
+	-- A state made now (the fleet's first, or one after a loss) gets a
+	-- name, so that a replica that knew another can tell.
+	inc = ARGV[1] .. '@' .. now
+	redis.call('HSET', KEYS[1], 'inc', inc)
+end
 local known = tonumber(ARGV[4])
 local proposal = tonumber(ARGV[5])
 -- othersTrial reports whether a replica other than this one holds a live
@@ -53,12 +62,24 @@ local function othersTrial()
 	end
 	return false
 end
-if known > epoch then
+local mine = tonumber(ARGV[9])
+if known <= epoch and ARGV[11] ~= '' and ARGV[11] ~= inc then
+	-- The state was lost since this replica last synced, and another
+	-- replica seeded it again, knowing less than this one may: an open
+	-- period of this one's is news to a closed fleet, as a trip is.
+	if mine ~= 0 and not open then
+		epoch = epoch + 1
+		open = true
+		till = now
+		if mine == 1 then till = now + tonumber(ARGV[10]) end
+		redis.call('HSET', KEYS[1], 'epoch', epoch, 'open', 1, 'until', till, 'passed', 0)
+		redis.call('DEL', KEYS[3])
+	end
+elseif known > epoch then
 	-- The fleet's epochs only grow: its state was lost (a restart without
 	-- persistence, a flush, expiry). The first replica to report seeds it
 	-- again from its own state, in a new epoch.
 	epoch = known + 1
-	local mine = tonumber(ARGV[9])
 	if mine == 0 then
 		open = false
 		redis.call('HSET', KEYS[1], 'epoch', epoch, 'open', 0, 'passed', 0)
@@ -110,7 +131,7 @@ redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[2], ttl)
 local remaining = 0
 if open then remaining = till - now end
-return {epoch, open and 1 or 0, remaining, ok, fail}
+return {epoch, open and 1 or 0, remaining, ok, fail, inc}
 `)
 
 // acquireScript takes one of the fleet's half-open trial places.
