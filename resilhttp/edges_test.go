@@ -251,3 +251,26 @@ func TestGetBodyErrorClosesItsBody(t *testing.T) {
 		assert.True(t, returned.closed, "the body GetBody returned with its error is closed")
 	})
 }
+
+// TestContentLengthWithoutBodyIsPermanent: a request that declares a
+// ContentLength but has no Body is refused by http.Transport every time:
+// a permanent failure, not retried.
+func TestContentLengthWithoutBodyIsPermanent(t *testing.T) {
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	t.Cleanup(s.Close)
+	tr := s.Client().Transport.(*http.Transport).Clone()
+	t.Cleanup(tr.CloseIdleConnections)
+	rec := &recorder{rt: tr}
+	var seen error
+	p := retry(3).Fallback(func(_ context.Context, err error) (*http.Response, error) {
+		seen = err
+		return nil, err
+	})
+	req, _ := http.NewRequest(http.MethodPut, s.URL, nil)
+	req.ContentLength = 5
+	resp, err := (&resilhttp.Transport{Base: rec, Pipeline: p}).RoundTrip(req)
+	require.Error(t, err)
+	assert.Nil(t, resp)
+	assert.Equal(t, 1, rec.Calls(), "not retried")
+	assert.False(t, resil.IsTransient(seen), "marked permanent")
+}

@@ -119,9 +119,9 @@ func tlsAlert(err error) (uint8, bool) {
 // map, a scheme it does not speak (unless the error is a network error: a
 // protocol registered with RegisterProtocol may dial), no host, a method
 // that is not a token, a header field name that is not a token or a value
-// with control characters.
+// with control characters, a ContentLength with no Body to send.
 func invalidRequest(req *http.Request, err error) bool {
-	if req.URL == nil || req.Header == nil {
+	if req.URL == nil || req.Header == nil || (req.Body == nil && req.ContentLength > 0) {
 		return true
 	}
 	switch req.URL.Scheme {
