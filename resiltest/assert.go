@@ -142,7 +142,10 @@ func AssertBreakerStates(t TB, l *BreakerLog, want ...resil.BreakerState) bool {
 // recorded, not by their times, so calls made in the same instant of a
 // synctest bubble are ordered right. The check is exact for calls made one
 // after another; with concurrent calls, a call admitted just before the
-// breaker opened may start its function just after and be reported.
+// breaker opened may start its function just after and be reported, and
+// so may a half-open trial admitted while another call is still reporting
+// the open → half-open transition (the log records a transition when
+// OnStateChange is called, and other calls do not wait for that).
 func AssertNoCallWhileOpen(t TB, r Recorder, l *BreakerLog) bool {
 	t.Helper()
 	calls, ts := r.Calls(), l.Transitions()

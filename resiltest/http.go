@@ -23,7 +23,8 @@ type Reply struct {
 	RetryAfter time.Duration
 	// Header holds more headers to send.
 	Header http.Header
-	// Body is the response body. "" means http.StatusText(Status).
+	// Body is the response body. "" means http.StatusText(Status), or
+	// "status N" for a status with no text.
 	Body string
 	// Delay is how long the handler waits before it answers. When the
 	// request's context ends during the wait (the client gave up), the
@@ -121,26 +122,44 @@ type HTTPFaults struct {
 // Validate returns nil when f is valid, or an error naming the first
 // invalid field and its value, with the message RandomHandler panics with.
 func (f HTTPFaults) Validate() error {
-	for _, r := range []struct {
-		name string
-		v    float64
-	}{{"ErrorRate", f.ErrorRate}, {"DropRate", f.DropRate}, {"TruncateRate", f.TruncateRate}} {
-		if math.IsNaN(r.v) || r.v < 0 || r.v > 1 {
-			return errors.New("resiltest: HTTPFaults." + r.name + " must be in [0, 1], got " + strconv.FormatFloat(r.v, 'g', -1, 64))
+	rate := func(name string, r float64) error {
+		if math.IsNaN(r) || r < 0 || r > 1 {
+			return errors.New("resiltest: HTTPFaults." + name + " must be in [0, 1], got " + strconv.FormatFloat(r, 'g', -1, 64))
 		}
+		return nil
 	}
-	if sum := f.ErrorRate + f.DropRate + f.TruncateRate; sum > 1 {
-		return errors.New("resiltest: HTTPFaults.ErrorRate+DropRate+TruncateRate must be <= 1, got " + strconv.FormatFloat(sum, 'g', -1, 64))
+	dur := func(name string, d time.Duration) error {
+		if d < 0 {
+			return errors.New("resiltest: HTTPFaults." + name + " must be >= 0, got " + d.String())
+		}
+		return nil
 	}
-	if f.Status != 0 && (f.Status < 200 || f.Status > 999) {
-		return errors.New("resiltest: HTTPFaults.Status must be a final status code (200-999), got " + strconv.Itoa(f.Status))
+	status := func() error {
+		if f.Status != 0 && (f.Status < 200 || f.Status > 999) {
+			return errors.New("resiltest: HTTPFaults.Status must be a final status code (200-999), got " + strconv.Itoa(f.Status))
+		}
+		return nil
 	}
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{{"RetryAfter", f.RetryAfter}, {"Latency", f.Latency}, {"Jitter", f.Jitter}} {
-		if d.v < 0 {
-			return errors.New("resiltest: HTTPFaults." + d.name + " must be >= 0, got " + d.v.String())
+	sum := func() error {
+		// Rates that add up to 1 in decimal may add up to a hair more in
+		// float64 (0.33+0.56+0.11): that is still 1.
+		if s := f.ErrorRate + f.DropRate + f.TruncateRate; s > 1+1e-12 {
+			return errors.New("resiltest: HTTPFaults.ErrorRate+DropRate+TruncateRate must be <= 1, got " + strconv.FormatFloat(s, 'g', -1, 64))
+		}
+		return nil
+	}
+	for _, err := range []error{ // in the order of the fields, the sum after its last
+		rate("ErrorRate", f.ErrorRate),
+		status(),
+		dur("RetryAfter", f.RetryAfter),
+		rate("DropRate", f.DropRate),
+		rate("TruncateRate", f.TruncateRate),
+		sum(),
+		dur("Latency", f.Latency),
+		dur("Jitter", f.Jitter),
+	} {
+		if err != nil {
+			return err
 		}
 	}
 	return nil
@@ -239,6 +258,9 @@ func (h *FlakyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body := rep.Body
 	if body == "" {
 		body = http.StatusText(status)
+	}
+	if body == "" { // a status with no text: a body all the same, so that Truncate can cut it
+		body = "status " + strconv.Itoa(status)
 	}
 	hdr := w.Header()
 	for k, vs := range rep.Header {

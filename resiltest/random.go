@@ -55,21 +55,26 @@ func (f Faults) Validate() error {
 		}
 		return nil
 	}
-	for _, err := range []error{
+	sum := func() error {
+		// Rates that add up to 1 in decimal may add up to a hair more in
+		// float64: that is still 1.
+		if s := f.FailRate + f.HangRate; s > 1+1e-12 {
+			return errors.New("resiltest: Faults.FailRate+HangRate must be <= 1, got " + strconv.FormatFloat(s, 'g', -1, 64))
+		}
+		return nil
+	}
+	for _, err := range []error{ // in the order of the fields, the sum after its last
 		rate("FailRate", f.FailRate),
 		rate("HangRate", f.HangRate),
-		rate("SlowRate", f.SlowRate),
+		sum(),
 		dur("Latency", f.Latency),
 		dur("Jitter", f.Jitter),
+		rate("SlowRate", f.SlowRate),
 		dur("Slow", f.Slow),
 	} {
 		if err != nil {
 			return err
 		}
-	}
-	if f.FailRate+f.HangRate > 1 {
-		return errors.New("resiltest: Faults.FailRate+HangRate must be <= 1, got " +
-			strconv.FormatFloat(f.FailRate+f.HangRate, 'g', -1, 64))
 	}
 	return nil
 }
@@ -121,10 +126,15 @@ func addSat(a, b time.Duration) time.Duration {
 	return a + b
 }
 
-// part returns u·d for u in [0, 1) and d >= 0, never above d (float64
+// part returns a duration in [0, d], d itself included, uniformly from u
+// in [0, 1) and d >= 0: u·(d+1) rounded down, never above d (float64
 // rounding of a large d could otherwise overflow the conversion).
 func part(u float64, d time.Duration) time.Duration {
-	p := time.Duration(u * float64(d))
+	n := float64(d)
+	if d < math.MaxInt64 {
+		n = float64(d + 1)
+	}
+	p := time.Duration(u * n)
 	if p < 0 || p > d {
 		return d
 	}
