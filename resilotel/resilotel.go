@@ -81,7 +81,7 @@ var durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5,
 // pipelines it observes with these instruments, from a Meter of mp named
 // ScopeName (a nil mp means otel.GetMeterProvider()):
 //
-//	resil.calls               counter    {call}        calls (Runs), by resil.outcome
+//	resil.calls               counter    {call}        calls (Runs) that returned, by resil.outcome
 //	resil.call.duration       histogram  s             time a call took, by resil.outcome
 //	resil.attempts            counter    {attempt}     attempts that called fn
 //	resil.retries             counter    {retry}       retries begun (after a failed attempt)
