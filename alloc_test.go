@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/resil-go/resil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -61,4 +62,19 @@ func TestAllocs(t *testing.T) {
 			assert.LessOrEqual(t, got, want, "allocs per Run of %s", c.name)
 		})
 	}
+}
+
+// TestAllocsHedgeInlineInsideTimeout: a Hedge whose deadline leaves no
+// room for a hedge runs its one attempt inline and allocates nothing, also
+// inside a Timeout, whose context it reads without arming it: the call
+// costs what the Timeout alone does. (Real time: the deadline is an hour
+// away and Delay two hours, so nothing here depends on timing.)
+func TestAllocsHedgeInlineInsideTimeout(t *testing.T) {
+	ctx := context.Background()
+	timeoutOnly := resil.New[int]().Timeout(time.Hour)
+	hedged := resil.New[int]().Hedge(resil.HedgePolicy{Delay: 2 * time.Hour}).Timeout(time.Hour)
+	base := testing.AllocsPerRun(200, func() { _, _ = timeoutOnly.Run(ctx, okFn) })
+	got := testing.AllocsPerRun(200, func() { _, _ = hedged.Run(ctx, okFn) })
+	assert.Equal(t, float64(1), base, "the Timeout's context, never armed")
+	assert.Equal(t, base, got, "the inline Hedge adds nothing")
 }

@@ -119,8 +119,8 @@ func (s hedgeStage[T]) compile() stageFunc[T] {
 		if err := ctx.Err(); err != nil {
 			return zero, err
 		}
-		if dl, ok := ctx.Deadline(); ok {
-			if left := time.Until(dl); left <= 0 {
+		if at, ok := deadlineAt(ctx); ok { // a Timeout's context unarmed: see deadlineAt
+			if left := time.Duration(at - clock()); left <= 0 {
 				// The deadline has come (ctx's own timer may not have fired
 				// yet): an attempt started now could not run.
 				return zero, context.DeadlineExceeded
