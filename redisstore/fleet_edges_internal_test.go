@@ -50,6 +50,20 @@ func manualStore(t testing.TB, c redis.UniversalClient, opts Options) *Store {
 	return s
 }
 
+// twoReplicas starts a redis-server and two manual stores on it, each with
+// a breaker "dep" made with policy, both synced once: two replicas of a
+// fleet, in its first state.
+func twoReplicas(t *testing.T, optsA, optsB Options, policy resil.BreakerPolicy) (sa, sb *Store, a, b *resil.Breaker) {
+	t.Helper()
+	srv := StartRedis(t)
+	sa = manualStore(t, edgeClient(t, srv.Addr()), optsA)
+	sb = manualStore(t, edgeClient(t, srv.Addr()), optsB)
+	a, b = sa.Breaker("dep", policy), sb.Breaker("dep", policy)
+	sa.sync()
+	sb.sync()
+	return sa, sb, a, b
+}
+
 func edgeCall(b *resil.Breaker, fail bool) error {
 	_, err := resil.New[int]().Breaker(b).Run(context.Background(), func(context.Context) (int, error) {
 		if fail {
@@ -146,14 +160,8 @@ func TestFleetLocalTripProposedOnceHalfOpen(t *testing.T) {
 // saturate: wrapped negative, it would drop every replica's counts and
 // presence at every sync, and the fleet would never share them.
 func TestFleetHugeSyncEveryKeepsFleetCounts(t *testing.T) {
-	srv := StartRedis(t)
 	opts := Options{SyncEvery: 100 * 365 * 24 * time.Hour}
-	sa := manualStore(t, edgeClient(t, srv.Addr()), opts)
-	sb := manualStore(t, edgeClient(t, srv.Addr()), opts)
-	policy := resil.BreakerPolicy{FailureRatio: 0.5, MinCalls: 4, Window: time.Minute, OpenFor: time.Minute}
-	a, b := sa.Breaker("dep", policy), sb.Breaker("dep", policy)
-	sa.sync()
-	sb.sync()
+	sa, sb, a, b := twoReplicas(t, opts, opts, resil.BreakerPolicy{FailureRatio: 0.5, MinCalls: 4, Window: time.Minute, OpenFor: time.Minute})
 	require.NoError(t, edgeCall(a, false))
 	require.ErrorIs(t, edgeCall(a, true), errEdge) // a: 2 calls, 1 failed
 	require.NoError(t, edgeCall(b, false))         // b: 1 call
@@ -173,14 +181,8 @@ func TestFleetHugeSyncEveryKeepsFleetCounts(t *testing.T) {
 // of failures from before the fleet tripped) rather than report it in the
 // new epoch, where b would trip on them with one failure of its own.
 func TestFleetMissedTransitionsClearOldCounts(t *testing.T) {
-	srv := StartRedis(t)
-	sa := manualStore(t, edgeClient(t, srv.Addr()), Options{})
-	sb := manualStore(t, edgeClient(t, srv.Addr()), Options{})
 	const openFor = 20 * time.Millisecond
-	policy := resil.BreakerPolicy{FailureRatio: 0.5, MinCalls: 4, Window: time.Minute, OpenFor: openFor, HalfOpenCalls: 1}
-	a, b := sa.Breaker("dep", policy), sb.Breaker("dep", policy)
-	sa.sync()
-	sb.sync()
+	sa, sb, a, b := twoReplicas(t, Options{}, Options{}, resil.BreakerPolicy{FailureRatio: 0.5, MinCalls: 4, Window: time.Minute, OpenFor: openFor, HalfOpenCalls: 1})
 
 	for range 3 { // a: 3 failures, fewer than MinCalls: closed
 		require.ErrorIs(t, edgeCall(a, true), errEdge)
@@ -255,18 +257,12 @@ func TestFleetConnectedAfterClose(t *testing.T) {
 // to the fleet while another replica's trial holds a place. That trial
 // decides: it fails, and the fleet reopens.
 func TestFleetExpiredLeaseSuccessDoesNotCloseFleet(t *testing.T) {
-	srv := StartRedis(t)
 	const (
 		openFor = 20 * time.Millisecond
 		lease   = 100 * time.Millisecond
 	)
 	opts := Options{TrialLease: lease}
-	sa := manualStore(t, edgeClient(t, srv.Addr()), opts)
-	sb := manualStore(t, edgeClient(t, srv.Addr()), opts)
-	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 1}
-	a, b := sa.Breaker("dep", policy), sb.Breaker("dep", policy)
-	sa.sync()
-	sb.sync()
+	sa, sb, a, b := twoReplicas(t, opts, opts, resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 1})
 	require.ErrorIs(t, edgeCall(a, true), errEdge)
 	sa.sync()
 	sb.sync()
@@ -315,14 +311,8 @@ func TestFleetExpiredLeaseSuccessDoesNotCloseFleet(t *testing.T) {
 // another replica holds with a longer one: the fleet would admit more than
 // HalfOpenCalls trials, and the long trial's success would not count.
 func TestFleetShortLeaseKeepsOthersLeases(t *testing.T) {
-	srv := StartRedis(t)
 	const openFor = 20 * time.Millisecond
-	sa := manualStore(t, edgeClient(t, srv.Addr()), Options{TrialLease: time.Hour})
-	sb := manualStore(t, edgeClient(t, srv.Addr()), Options{TrialLease: 50 * time.Millisecond})
-	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 2}
-	a, b := sa.Breaker("dep", policy), sb.Breaker("dep", policy)
-	sa.sync()
-	sb.sync()
+	sa, sb, a, b := twoReplicas(t, Options{TrialLease: time.Hour}, Options{TrialLease: 50 * time.Millisecond}, resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 2})
 	require.ErrorIs(t, edgeCall(a, true), errEdge)
 	sa.sync()
 	sb.sync()
@@ -344,14 +334,8 @@ func TestFleetShortLeaseKeepsOthersLeases(t *testing.T) {
 // counts, its presence) for three of its own SyncEvery, however often the
 // others sync and however long since its last report by their bound.
 func TestFleetSlowSyncEveryStaysInTheFleet(t *testing.T) {
-	srv := StartRedis(t)
 	const fast = 50 * time.Millisecond
-	sa := manualStore(t, edgeClient(t, srv.Addr()), Options{SyncEvery: fast})
-	sb := manualStore(t, edgeClient(t, srv.Addr()), Options{SyncEvery: time.Hour})
-	policy := resil.BreakerPolicy{FailureRatio: 0.5, MinCalls: 4, Window: time.Minute, OpenFor: time.Minute}
-	a, b := sa.Breaker("dep", policy), sb.Breaker("dep", policy)
-	sa.sync()
-	sb.sync()
+	sa, sb, a, b := twoReplicas(t, Options{SyncEvery: fast}, Options{SyncEvery: time.Hour}, resil.BreakerPolicy{FailureRatio: 0.5, MinCalls: 4, Window: time.Minute, OpenFor: time.Minute})
 	for range 3 { // b: 3 failures, fewer than MinCalls
 		require.ErrorIs(t, edgeCall(b, true), errEdge)
 	}
@@ -372,14 +356,8 @@ func TestFleetSlowSyncEveryStaysInTheFleet(t *testing.T) {
 // a knew another state of epoch 3 (the seed has a new name): its open
 // period is news to the reseeded fleet, which opens, and b adopts it.
 func TestFleetLostStateLaggingSeedKeepsFleetOpen(t *testing.T) {
-	srv := StartRedis(t)
-	sa := manualStore(t, edgeClient(t, srv.Addr()), Options{})
-	sb := manualStore(t, edgeClient(t, srv.Addr()), Options{})
 	const openFor = 20 * time.Millisecond
-	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 1}
-	a, b := sa.Breaker("dep", policy), sb.Breaker("dep", policy)
-	sa.sync()
-	sb.sync()
+	sa, sb, a, b := twoReplicas(t, Options{}, Options{}, resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 1})
 
 	require.ErrorIs(t, edgeCall(a, true), errEdge)
 	sa.sync() // epoch 1: open
