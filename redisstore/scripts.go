@@ -63,51 +63,45 @@ local function othersTrial()
 	return false
 end
 local mine = tonumber(ARGV[9])
+-- enter makes e the fleet's epoch and puts it in a new state: open for
+-- openMs from now (0: half-open at once), or closed; trial places clear.
+local function enter(e, isOpen, openMs)
+	epoch, open = e, isOpen
+	if isOpen then
+		till = now + openMs
+		redis.call('HSET', KEYS[1], 'epoch', epoch, 'open', 1, 'until', till, 'passed', 0)
+	else
+		redis.call('HSET', KEYS[1], 'epoch', epoch, 'open', 0, 'passed', 0)
+	end
+	redis.call('DEL', KEYS[3])
+end
+-- what is left of this replica's own open period (0 when half-open)
+local mineOpenMs = 0
+if mine == 1 then mineOpenMs = tonumber(ARGV[10]) end
 if known <= epoch and ARGV[11] ~= '' and ARGV[11] ~= inc then
 	-- The state was lost since this replica last synced, and another
 	-- replica seeded it again, knowing less than this one may: an open
 	-- period of this one's is news to a closed fleet, as a trip is.
 	if mine ~= 0 and not open then
-		epoch = epoch + 1
-		open = true
-		till = now
-		if mine == 1 then till = now + tonumber(ARGV[10]) end
-		redis.call('HSET', KEYS[1], 'epoch', epoch, 'open', 1, 'until', till, 'passed', 0)
-		redis.call('DEL', KEYS[3])
+		enter(epoch + 1, true, mineOpenMs)
 	end
 elseif known > epoch then
 	-- The fleet's epochs only grow: its state was lost (a restart without
 	-- persistence, a flush, expiry). The first replica to report seeds it
 	-- again from its own state, in a new epoch.
-	epoch = known + 1
-	if mine == 0 then
-		open = false
-		redis.call('HSET', KEYS[1], 'epoch', epoch, 'open', 0, 'passed', 0)
-	else
-		open = true
-		till = now
-		if mine == 1 then till = now + tonumber(ARGV[10]) end
-		redis.call('HSET', KEYS[1], 'epoch', epoch, 'open', 1, 'until', till, 'passed', 0)
-	end
-	redis.call('DEL', KEYS[3])
+	enter(known + 1, mine ~= 0, mineOpenMs)
 elseif known == epoch then
 	if (proposal == 1 or proposal == 3) and (not open or now >= till) then
 		-- a trip, or a failed trial the fleet did not hear of; 3: one
 		-- whose open period has passed on the replica: half-open at once
-		epoch = epoch + 1
-		open = true
-		till = now
-		if proposal == 1 then till = now + tonumber(ARGV[6]) end
-		redis.call('HSET', KEYS[1], 'epoch', epoch, 'open', 1, 'until', till, 'passed', 0)
-		redis.call('DEL', KEYS[3])
+		local openMs = 0
+		if proposal == 1 then openMs = tonumber(ARGV[6]) end
+		enter(epoch + 1, true, openMs)
 	elseif proposal == 2 and open and now >= till and not othersTrial() then
 		-- trials that succeeded while the fleet could not be asked (or
 		-- one that outlived its lease), unless another replica's trial
 		-- holds a place now: that one decides
-		epoch = epoch + 1
-		open = false
-		redis.call('HSET', KEYS[1], 'epoch', epoch, 'open', 0, 'passed', 0)
-		redis.call('DEL', KEYS[3])
+		enter(epoch + 1, false, 0)
 	end
 end
 -- Each report carries its replica's own staleness bound: replicas need
