@@ -37,10 +37,11 @@ import (
 // that every slot came back and no queue entry was left behind.
 //
 // The model reads the contract as follows:
-//   - A call that finds a free slot runs at once, whatever its context: the
-//     stage looks at the context only while the call queues. None free:
-//     with MaxWait 0 it is rejected at once; otherwise it queues, and
-//     returns its context's error at once if that has ended.
+//   - A call whose context has ended when it arrives returns its
+//     context's error at once, without a slot or a place in the queue, and
+//     reports no event of the stage. Otherwise a call that finds a free
+//     slot runs at once. None free: with MaxWait 0 it is rejected at once;
+//     otherwise it queues.
 //   - A freed slot goes to the call that has queued longest, at the instant
 //     it is freed; a call arriving at that instant queues behind.
 //   - A queued call whose context ends (a cancellation, its deadline, an
@@ -818,6 +819,8 @@ func (m *bhModel) step(e bhDriverEv) {
 			c.tcAt = m.now + call.timeout
 		}
 		switch {
+		case c.ctxEnd >= 0:
+			m.fail(i, c.ctxErr)
 		case m.nrun < m.max:
 			if len(m.queue) > 0 {
 				panic("model: a free slot and a queue")
@@ -825,8 +828,6 @@ func (m *bhModel) step(e bhDriverEv) {
 			m.start(i)
 		case m.sc.wait == 0:
 			m.fail(i, "full")
-		case c.ctxEnd >= 0:
-			m.fail(i, c.ctxErr)
 		default:
 			c.state = bhWaiting
 			c.until = m.now + m.sc.wait

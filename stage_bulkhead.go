@@ -255,7 +255,9 @@ type bulkheadStage[T any] struct {
 // MaxWait ends, has ended it too, though the context's timer may not have
 // fired: the call returns ctx.Err() (context.DeadlineExceeded), not
 // ErrBulkheadFull, and a slot handed over goes on to the next in line.
-// None of these runs the wrapped stages.
+// A call whose context has already ended when it reaches the bulkhead
+// returns ctx.Err() at once: it takes no slot and does not queue. None of
+// these runs the wrapped stages.
 //
 // The slot is released however the wrapped stages end: a value, an error,
 // a panic or runtime.Goexit. Calls run on the caller's goroutine. A call
@@ -276,6 +278,12 @@ func (p Pipeline[T]) Bulkhead(b *Bulkhead) Pipeline[T] {
 func (s bulkheadStage[T]) compile() stageFunc[T] {
 	return func(ctx context.Context, n next[T]) (T, error) {
 		b := s.b
+		if err := ctx.Err(); err != nil {
+			// The call could not use a slot: it takes none and does not
+			// queue, as RateLimit takes no token for it.
+			var zero T
+			return zero, err
+		}
 		if !b.tryAcquire() {
 			if err := b.acquireSlow(ctx); err != nil {
 				if err == ErrBulkheadFull {
