@@ -19,7 +19,8 @@ import (
 // did not hear of) opens the fleet; trials that succeeded while Redis could
 // not be asked close a half-open fleet. The fleet's epoch orders them: a
 // proposal made against an epoch the fleet has left is dropped, and the
-// breaker adopts the fleet's state.
+// breaker adopts the fleet's state; but a trip made before the replica's
+// first sync, which knew no epoch, opens a closed fleet.
 type fleetBreaker struct {
 	s        *Store
 	keys     []string // state, counts, trials

@@ -382,3 +382,31 @@ func TestFleetLostStateLaggingSeedKeepsFleetOpen(t *testing.T) {
 	sb.sync()
 	assert.Equal(t, resil.StateOpen, b.State(), "and b adopts it")
 }
+
+// TestFleetNewReplicaTripOpensFleet: a replica that trips on its own calls
+// before its first sync (it started while its dependency was down) opens a
+// closed fleet with that sync, though the fleet has been through epochs
+// the replica never knew. Its trip must not be dropped and the breaker
+// forced closed without a trial, only to trip again on the next failures.
+func TestFleetNewReplicaTripOpensFleet(t *testing.T) {
+	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Hour}
+	sa, _, a, _ := twoReplicas(t, Options{}, Options{}, policy)
+	// The fleet has lived a while: closed again after earlier periods.
+	require.NoError(t, sa.client.HSet(context.Background(), sa.key("breaker", "dep", "state"), "epoch", 5, "open", 0).Err())
+	sa.sync()
+	require.Equal(t, resil.StateClosed, a.State())
+
+	sc := manualStore(t, edgeClient(t, sa.client.(*redis.Client).Options().Addr), Options{})
+	c := sc.Breaker("dep", policy)
+	require.ErrorIs(t, edgeCall(c, true), errEdge)
+	require.Equal(t, resil.StateOpen, c.State(), "tripped before its first sync")
+	sc.sync()
+	require.True(t, sc.Connected())
+	assert.Equal(t, resil.StateOpen, c.State(), "the new replica's trip stands")
+	open, err := sc.client.HGet(context.Background(), sc.key("breaker", "dep", "state"), "open").Result()
+	require.NoError(t, err)
+	assert.Equal(t, "1", open, "the trip was proposed to the fleet and opened it")
+
+	sa.sync()
+	assert.Equal(t, resil.StateOpen, a.State(), "the other replica follows the fleet")
+}

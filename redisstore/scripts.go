@@ -103,6 +103,13 @@ elseif known == epoch then
 		-- holds a place now: that one decides
 		enter(epoch + 1, false, 0)
 	end
+elseif ARGV[11] == '' and (proposal == 1 or proposal == 3) and not open then
+	-- This replica's first sync, behind the fleet's epochs: it tripped on
+	-- its own calls before it knew the fleet's state. The trip is news to
+	-- a closed fleet all the same.
+	local openMs = 0
+	if proposal == 1 then openMs = tonumber(ARGV[6]) end
+	enter(epoch + 1, true, openMs)
 end
 -- Each report carries its replica's own staleness bound: replicas need
 -- not agree on SyncEvery, and a fast one must not drop a slow one's counts.
