@@ -37,7 +37,16 @@ type fleetBreaker struct {
 	version uint64  // bumped when a trial moves the epoch, voiding a sync in flight
 	tripped uint64  // trips as of the last adoption: those since are the breaker's own
 	leases  []lease // trial places held
+	// orphans are lease ids whose acquire failed without an answer (a
+	// timeout, a lost connection): the script may have run, leaving a
+	// fleet-wide trial place nobody will settle. The next sync removes
+	// them, so they do not hold a place until their lease expires.
+	orphans []string
 }
+
+// maxOrphans bounds the lease ids kept for release while Redis does not
+// answer; beyond it the oldest are left to expire with their lease.
+const maxOrphans = 64
 
 type lease struct {
 	id    string
@@ -52,7 +61,8 @@ type syncRequest struct {
 	inc      string
 	version  uint64
 	trips    uint64
-	proposal int // 0 none, 1 open, 2 closed, 3 open and already half-open
+	proposal int      // 0 none, 1 open, 2 closed, 3 open and already half-open
+	release  []string // orphaned lease ids to remove (see fleetBreaker.orphans)
 }
 
 // Tripped wakes the sync goroutine, so that the trip reaches the fleet in
@@ -77,7 +87,14 @@ func (fb *fleetBreaker) AcquireTrial() resil.ShareAnswer {
 		return acquireScript.Run(ctx, fb.s.client, []string{fb.keys[0], fb.keys[2]},
 			epoch, fb.halfOpen, id, ms(fb.s.opts.TrialLease)).Int64Slice()
 	})
-	if err != nil || len(res) != 2 {
+	if err != nil {
+		// The script may have run and granted a place the breaker will
+		// not use (it decides alone now): give it back at the next sync.
+		fb.orphan(id)
+		fb.s.wake()
+		return resil.ShareUnavailable
+	}
+	if len(res) != 2 {
 		return resil.ShareUnavailable
 	}
 	switch res[0] {
@@ -90,6 +107,22 @@ func (fb *fleetBreaker) AcquireTrial() resil.ShareAnswer {
 		return resil.ShareNo
 	}
 	return resil.ShareUnavailable
+}
+
+// orphan keeps a lease id for the next sync to remove.
+func (fb *fleetBreaker) orphan(id string) {
+	fb.mu.Lock()
+	fb.keepOrphans(append(fb.orphans, id))
+	fb.mu.Unlock()
+}
+
+// keepOrphans sets the lease ids to remove, oldest first, keeping the
+// newest maxOrphans. fb.mu must be held.
+func (fb *fleetBreaker) keepOrphans(ids []string) {
+	if n := len(ids) - maxOrphans; n > 0 {
+		ids = ids[n:]
+	}
+	fb.orphans = ids
 }
 
 // SettleTrial ends a trial's lease with its outcome: one round trip,
@@ -160,7 +193,8 @@ func (fb *fleetBreaker) request() syncRequest {
 	snap := fb.link.Snapshot()
 	fb.mu.Lock()
 	defer fb.mu.Unlock()
-	r := syncRequest{snap: snap, epoch: fb.epoch, inc: fb.inc, version: fb.version, trips: fb.trips.Load()}
+	r := syncRequest{snap: snap, epoch: fb.epoch, inc: fb.inc, version: fb.version, trips: fb.trips.Load(), release: fb.orphans}
+	fb.orphans = nil
 	if snap.Gen != fb.synced {
 		switch snap.State {
 		case resil.StateOpen:
@@ -192,13 +226,35 @@ func (fb *fleetBreaker) syncCmd(ctx context.Context, pipe redis.Pipeliner, r syn
 	case resil.StateHalfOpen:
 		state = 2
 	}
+	if len(r.release) > 0 {
+		// Lease ids are this replica's own and never reused: removing one
+		// takes no place another trial holds.
+		pipe.ZRem(ctx, fb.keys[2], anys(r.release)...)
+	}
 	return syncScript.EvalSha(ctx, pipe, fb.keys, s.opts.Replica, r.snap.Successes, r.snap.Failures,
 		r.epoch, r.proposal, fb.openFor, ms(s.stale()), ms(keyTTL), state, ms(r.snap.Remaining), r.inc)
 }
 
 // lost drops the fleet's counts when a sync failed: the breaker decides on
-// its own counts until Redis answers again.
-func (fb *fleetBreaker) lost(r syncRequest) { fb.link.SetFleet(r.snap.Gen, 0, 0) }
+// its own counts until Redis answers again. The orphaned leases the sync
+// was to remove are kept for the next one (the removal may not have run).
+func (fb *fleetBreaker) lost(r syncRequest) {
+	fb.link.SetFleet(r.snap.Gen, 0, 0)
+	if len(r.release) > 0 {
+		fb.mu.Lock()
+		fb.keepOrphans(append(r.release, fb.orphans...))
+		fb.mu.Unlock()
+	}
+}
+
+// anys returns ids as a []any, as go-redis takes members.
+func anys(ids []string) []any {
+	out := make([]any, len(ids))
+	for i, id := range ids {
+		out[i] = id
+	}
+	return out
+}
 
 // parseReply reads a sync script's reply: {epoch, open, remaining ms,
 // successes, failures} and the state's name.

@@ -410,3 +410,70 @@ func TestFleetNewReplicaTripOpensFleet(t *testing.T) {
 	sa.sync()
 	assert.Equal(t, resil.StateOpen, a.State(), "the other replica follows the fleet")
 }
+
+// loseAcquireReply runs single commands (AcquireTrial's script; syncs go
+// through a pipeline) and, while lose is set, reports a timeout instead of
+// their reply: the script ran in Redis, the replica never heard.
+type loseAcquireReply struct{ lose *atomic.Bool }
+
+func (h loseAcquireReply) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h loseAcquireReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if err == nil && h.lose.Load() { // a NOSCRIPT goes through: Run loads the script
+			return context.DeadlineExceeded
+		}
+		return err
+	}
+}
+func (h loseAcquireReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestFleetTimedOutAcquireGivesPlaceBack: an AcquireTrial whose reply is
+// lost (a timeout after the script ran) leaves a lease in Redis that the
+// replica will never settle: its breaker decided alone. The replica's
+// next sync removes it, so the fleet's trial place is free for another
+// replica at once, not only when the lease expires (TrialLease, 10s here).
+func TestFleetTimedOutAcquireGivesPlaceBack(t *testing.T) {
+	srv := StartRedis(t)
+	const openFor = 20 * time.Millisecond
+	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 1}
+	ca := edgeClient(t, srv.Addr())
+	var lose atomic.Bool
+	ca.AddHook(loseAcquireReply{&lose})
+	sa := manualStore(t, ca, Options{Replica: "a"})
+	sb := manualStore(t, edgeClient(t, srv.Addr()), Options{Replica: "b"})
+	a, b := sa.Breaker("dep", policy), sb.Breaker("dep", policy)
+	sa.sync()
+	sb.sync()
+
+	require.ErrorIs(t, edgeCall(a, true), errEdge)
+	sa.sync() // the trip opens the fleet
+	sb.sync()
+	require.Equal(t, resil.StateOpen, b.State())
+	time.Sleep(3 * openFor) // real time: the breakers' and Redis's clocks are real; only a lower bound matters
+
+	ctx := context.Background()
+	lose.Store(true)
+	_, err := resil.New[int]().Breaker(a).Run(ctx, func(context.Context) (int, error) {
+		return 0, resil.Permanent(errEdge) // an ignored trial: a stays half-open, proposes nothing
+	})
+	lose.Store(false)
+	require.ErrorIs(t, err, errEdge, "the breaker decided alone and ran its trial")
+	require.Equal(t, resil.StateHalfOpen, a.State())
+	trials := sa.key("breaker", "dep", "trials")
+	n, err := sa.client.ZCard(ctx, trials).Result()
+	require.NoError(t, err)
+	require.Equal(t, int64(1), n, "the acquire ran in Redis")
+
+	for i := 0; !sa.Connected(); i++ {
+		require.Less(t, i, 50, "the store does not reconnect")
+		sa.sync()
+	}
+	n, err = sa.client.ZCard(ctx, trials).Result()
+	require.NoError(t, err)
+	assert.Zero(t, n, "the sync gave the orphaned place back")
+	assert.NoError(t, edgeCall(b, false), "another replica's trial gets the place")
+	assert.Equal(t, resil.StateClosed, b.State())
+}
