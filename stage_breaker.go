@@ -295,7 +295,7 @@ func NewBreaker(policy BreakerPolicy) *Breaker {
 	// Window early. When Window is not a multiple of windowBuckets ns, that
 	// rest may exceed Window/10 for a tiny Window: then fewer, wider
 	// buckets (of Window/20 rounded up) keep it closer.
-	if wc := (w + windowBuckets - 1) / windowBuckets; wc != b.width {
+	if wc := w/windowBuckets + min(w%windowBuckets, 1); wc != b.width { // (w+windowBuckets-1)/windowBuckets, which overflows near MaxInt64
 		if sc := w / wc; w-sc*wc+wc < w-b.span*b.width+b.width {
 			b.width, b.span = wc, sc
 		}

@@ -392,6 +392,20 @@ func TestBreakerExtremeDurations(t *testing.T) {
 		assert.False(t, ran)
 		assert.Equal(t, resil.StateOpen, b.State())
 	})
+	// Windows within windowBuckets of MaxInt64: the bucket width, rounded
+	// up, must not overflow into a negative that drops every outcome.
+	for _, window := range []time.Duration{math.MaxInt64, math.MaxInt64 - 18, math.MaxInt64 - 19} {
+		t.Run(fmt.Sprintf("Window %d", window), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := resil.NewBreaker(resil.BreakerPolicy{Window: window, MinCalls: 2, FailureRatio: 0.5})
+				p := resil.New[int]().Breaker(b)
+				_, _ = p.Run(context.Background(), func(context.Context) (int, error) { return 1, nil })
+				time.Sleep(time.Hour)
+				_, _ = p.Run(context.Background(), func(context.Context) (int, error) { return 0, errFlaky })
+				assert.Equal(t, resil.StateOpen, b.State(), "1 failure of 2 calls reaches ratio 0.5")
+			})
+		})
+	}
 	for _, window := range []time.Duration{1, 5, 19} {
 		t.Run(fmt.Sprintf("Window %v", window), func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
