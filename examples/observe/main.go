@@ -60,7 +60,11 @@ func run(w io.Writer, verbose bool, seed uint64, calls int) {
 	breaker := resil.NewBreaker(resil.BreakerPolicy{
 		FailureRatio: 0.5,
 		MinCalls:     4,
-		OpenFor:      150 * time.Millisecond,
+		// Calls start on a 20ms grid (a ticker: late wake-ups do not add
+		// up), and the breaker trips 10ms into a call: OpenFor ends 10ms
+		// after the 7th grid point behind the trip's call and 10ms before
+		// the 8th, so a busy machine does not move the trial to another call.
+		OpenFor: 140 * time.Millisecond,
 	})
 	prices := resil.New[float64]().
 		Timeout(40 * time.Millisecond). // per attempt
@@ -72,10 +76,12 @@ func run(w io.Writer, verbose bool, seed uint64, calls int) {
 		Named("prices").
 		Observe(resil.MultiObserver(resil.SlogObserver(logger), counts))
 
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
 	for i := 1; i <= calls; i++ {
 		price, err := prices.Run(context.Background(), dep.price)
 		fmt.Fprintf(w, "call %2d: price %.2f, err %v\n", i, price, err)
-		time.Sleep(20 * time.Millisecond)
+		<-tick.C
 	}
 	counts.print(w)
 }
