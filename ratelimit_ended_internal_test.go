@@ -8,15 +8,24 @@ import (
 	"github.com/stretchr/testify/assert"
 )
 
+// pastDeadlineCtx is a context whose deadline has come, whatever its Err.
+type pastDeadlineCtx struct{ context.Context }
+
+func (pastDeadlineCtx) Deadline() (time.Time, bool) { return time.Now().Add(-time.Hour), true }
+
 // endedAt looks through Timeouts' contexts without arming them: a deadline
 // that has come (its own or an outer one's), the caller's cancellation
-// underneath, an armed or released context.
+// underneath (which comes first, deadline or not), an armed or released
+// context.
 func TestEndedAt(t *testing.T) {
 	now := clock()
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
 	past, cancelPast := context.WithDeadline(context.Background(), time.Now().Add(-time.Hour))
 	defer cancelPast()
+	cancelledPast, cancelCP := context.WithDeadline(context.Background(), time.Now().Add(time.Hour))
+	cancelCP()
+	cancelledPast = &pastDeadlineCtx{cancelledPast} // its deadline came after the cancellation
 	live := func(parent context.Context) *timeoutCtx {
 		return &timeoutCtx{parent: parent, at: now + int64(time.Hour)}
 	}
@@ -38,6 +47,9 @@ func TestEndedAt(t *testing.T) {
 		{"timeout due now", &timeoutCtx{parent: context.Background(), at: now}, true, nil},
 		{"timeout over a cancelled caller", live(cancelled), false, context.Canceled},
 		{"timeout over a timeout over a cancelled caller", live(live(cancelled)), false, context.Canceled},
+		{"cancelled, deadline past", cancelledPast, false, context.Canceled},
+		{"timeout due now over a cancelled caller", &timeoutCtx{parent: cancelled, at: now}, false, context.Canceled},
+		{"timeout due now over a timeout over a cancelled caller", &timeoutCtx{parent: live(cancelled), at: now}, false, context.Canceled},
 		{"timeout armed", armed, false, nil},
 		{"timeout released", released, false, context.Canceled},
 	}

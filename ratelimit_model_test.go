@@ -37,13 +37,13 @@ import (
 // written apart from the limiter's GCRA (one time, the theoretical arrival
 // time); the two agree when both are right. The model reads the contract
 // as follows:
-//   - A call whose context's deadline has come (at or before its arrival)
-//     fails at once with ErrRateLimited and takes nothing; its RetryAfter
-//     is how long until a call would pass at once (0 while a token is
-//     free). This holds even when the context was also cancelled: no turn
-//     lies before the deadline either way.
-//   - Otherwise a call whose context has ended fails at once with
-//     ctx.Err() and takes nothing.
+//   - A call whose context was cancelled (before its deadline, if it has
+//     one) fails at once with context.Canceled and takes nothing: the
+//     caller gave up on it, whatever its deadline.
+//   - Otherwise a call whose context's deadline has come (at or before its
+//     arrival) fails at once with ErrRateLimited and takes nothing; its
+//     RetryAfter is how long until a call would pass at once (0 while a
+//     token is free).
 //   - Otherwise a call that finds interval of credit takes it and runs fn
 //     at once. One that does not waits for its turn, the instant the
 //     credit, taken now, would be back to zero, when that turn is within
@@ -369,13 +369,13 @@ func (m *rlmModel) arrive(i int, now time.Duration) {
 	o.End = now
 	hasDeadline := c.deadline != rlmNone
 	switch {
+	case m.ended[i] && (!hasDeadline || c.cancelAt < c.deadline && c.deadline > 0): // a deadline <= 0 ended the context as it was made
+		m.st.cancelledBefore++
+		o.Err = "canceled"
+		return
 	case hasDeadline && c.deadline <= now:
 		m.st.deadlineCome++
 		o.Err = fmt.Sprint("limited, retry after ", m.untilFree())
-		return
-	case m.ended[i]:
-		m.st.cancelledBefore++
-		o.Err = "canceled"
 		return
 	}
 	limit := m.sc.maxWait

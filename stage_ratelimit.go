@@ -220,10 +220,12 @@ type rateLimitStage[T any] struct {
 }
 
 // RateLimit returns a pipeline that lets calls into the stages added before
-// it at l's rate. A call whose context has already ended fails at once with
-// ctx.Err(), and one whose deadline has come with an error that matches
-// ErrRateLimited (no turn lies before it): neither takes a token, so calls
-// nobody waits for any more do not spend the rate of those still live.
+// it at l's rate. A call whose context has been cancelled fails at once
+// with ctx.Err() (context.Canceled), whatever its deadline; otherwise one
+// whose deadline has come, whether or not its context's timer has fired,
+// fails at once with an error that matches ErrRateLimited (no turn lies
+// before it). Neither takes a token, so calls nobody waits for any more do
+// not spend the rate of those still live.
 // Otherwise a call that finds a token passes at once. A call whose
 // turn comes within the policy's MaxWait and before its context's deadline
 // waits for it (on the caller's goroutine, with one timer); if the context
@@ -297,7 +299,8 @@ func (s rateLimitStage[T]) compile() stageFunc[T] {
 }
 
 // refuse turns away, taking no token, a call whose context has ended (err,
-// its Err) or whose deadline has come (err nil: no turn lies before it).
+// its Err; a cancellation comes first) or whose deadline has come (err nil:
+// no turn lies before it).
 func (s rateLimitStage[T]) refuse(ctx context.Context, n next[T], now int64, err error) (T, error) {
 	if err != nil {
 		var zero T
