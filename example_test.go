@@ -159,9 +159,25 @@ func ExampleConstant() {
 
 func ExampleExponentialJitter() {
 	b := resil.ExponentialJitter(100*time.Millisecond, time.Second)
-	d := b(3) // uniform in [0, 400ms]
-	fmt.Println(d >= 0 && d <= 400*time.Millisecond)
-	// Output: true
+	// Retry n waits a delay drawn uniformly from [0, 100ms·2^(n-1)], with
+	// 1s as the cap: [0, 400ms] for the third, [0, 1s] from the fifth on.
+	for _, c := range []struct {
+		retry int
+		top   time.Duration
+	}{{3, 400 * time.Millisecond}, {5, time.Second}, {50, time.Second}} {
+		lo, hi := time.Duration(1<<63-1), time.Duration(0)
+		for range 1000 {
+			d := b(c.retry)
+			lo, hi = min(lo, d), max(hi, d)
+		}
+		// 1000 draws come near both ends of the range, and never past them.
+		fmt.Printf("retry %d: lowest under %v: %v; highest over %v: %v; past %v: %v\n",
+			c.retry, c.top/20, lo < c.top/20, c.top*19/20, hi > c.top*19/20, c.top, hi > c.top)
+	}
+	// Output:
+	// retry 3: lowest under 20ms: true; highest over 380ms: true; past 400ms: false
+	// retry 5: lowest under 50ms: true; highest over 950ms: true; past 1s: false
+	// retry 50: lowest under 50ms: true; highest over 950ms: true; past 1s: false
 }
 
 func ExampleRetryPolicy_Validate() {

@@ -15,8 +15,9 @@ import (
 // reaches the caller of Run with every stage's state consistent (a
 // breaker's trial place is given back, a timeout's timer stopped). An
 // observer that blocks delays the call that reports to it, which keeps what
-// it holds meanwhile (a half-open breaker's trial place), and holds up no
-// other call. Events of concurrent calls
+// it holds meanwhile (a half-open breaker's trial place, a bulkhead's slot,
+// so calls queued for that slot wait too), and takes no lock other calls
+// need. Events of concurrent calls
 // interleave and carry no call identity, so an Observer shared by several
 // pipelines or goroutines must be safe for concurrent use and should treat
 // each event on its own. Events are passed by value; an Observer may keep
@@ -24,6 +25,8 @@ import (
 // attempt that lost the race may still report after Run has returned (see
 // EventSuccess). A nil Observer is no observer: Observe(nil) removes one.
 type Observer interface {
+	// Observe receives e, reported by a stage of a call made with ctx (the
+	// context the reporting stage received).
 	Observe(ctx context.Context, e Event)
 }
 

@@ -49,8 +49,9 @@
 // A pipeline is compiled once and run many times. Every stage but Hedge
 // runs fn on the caller's goroutine and starts no goroutine; Retry,
 // Breaker, Fallback, Bulkhead and RateLimit allocate nothing on a call that
-// succeeds, and Timeout allocates one small context, which arms a timer
-// only when something waits on it.
+// succeeds (for Bulkhead and RateLimit, one that passes without queuing or
+// waiting: a wait takes a timer), and Timeout allocates one small context,
+// which arms a timer only when something waits on it.
 // State shared between calls (a *Breaker) is concurrency-safe and moves
 // lazily, as calls arrive: there are no background goroutines or timers.
 // Hedge is the one stage that starts goroutines, one per attempt, and only
