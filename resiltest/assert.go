@@ -15,9 +15,13 @@ import (
 // methods. The assertions report with Errorf and return whether they
 // passed, as testify's assert functions do: stop with t.FailNow when a
 // check must hold for the rest of a test. The assertions need a non-nil
-// TB.
+// TB: they panic when given nil.
 type TB interface {
+	// Helper marks the calling assertion as a test helper, so that a
+	// failure is reported at the line of the test that called it.
 	Helper()
+	// Errorf reports a failed check, formatted as fmt.Sprintf does, and
+	// lets the test go on.
 	Errorf(format string, args ...any)
 }
 
@@ -25,8 +29,9 @@ type TB interface {
 // recorded it. The zero Transition records no change (closed to closed at
 // the zero time).
 type Transition struct {
-	At       time.Time // when OnStateChange reported it
-	From, To resil.BreakerState
+	At   time.Time          // when OnStateChange reported it
+	From resil.BreakerState // the state the breaker left
+	To   resil.BreakerState // the state the breaker entered
 
 	seq uint64 // its order among call starts, see Call.seq
 }
@@ -72,8 +77,11 @@ func (l *BreakerLog) States() []resil.BreakerState {
 // Waits returns the pauses between consecutive calls of r: the i-th is the
 // time from the end of call i to the start of call i+1 (for a Retry, its
 // backoff). A call still running ends the list. It is meant for calls made
-// one after another.
+// one after another. It panics when r is nil.
 func Waits(r Recorder) []time.Duration {
+	if r == nil {
+		panic("resiltest: Waits r must be non-nil, got nil")
+	}
 	calls := r.Calls()
 	var out []time.Duration
 	for i := 0; i+1 < len(calls); i++ {
@@ -86,8 +94,15 @@ func Waits(r Recorder) []time.Duration {
 }
 
 // AssertAttempts checks that r was called want times, and reports an error
-// to t when not. It returns whether the check passed.
+// to t when not. It returns whether the check passed. It panics when t or
+// r is nil.
 func AssertAttempts(t TB, r Recorder, want int) bool {
+	if t == nil {
+		panic("resiltest: AssertAttempts t must be non-nil, got nil")
+	}
+	if r == nil {
+		panic("resiltest: AssertAttempts r must be non-nil, got nil")
+	}
 	t.Helper()
 	if got := len(r.Calls()); got != want {
 		t.Errorf("resiltest: want %d attempts, got %d", want, got)
@@ -101,7 +116,14 @@ func AssertAttempts(t TB, r Recorder, want int) bool {
 // Exact waits are what a testing/synctest bubble gives, where time is fake
 // and a backoff of 100ms is a pause of 100ms; outside a bubble, compare
 // Waits(r) with a tolerance instead. It returns whether the check passed.
+// It panics when t or r is nil.
 func AssertWaits(t TB, r Recorder, want ...time.Duration) bool {
+	if t == nil {
+		panic("resiltest: AssertWaits t must be non-nil, got nil")
+	}
+	if r == nil {
+		panic("resiltest: AssertWaits r must be non-nil, got nil")
+	}
 	t.Helper()
 	got := Waits(r)
 	if !slices.Equal(got, want) {
@@ -122,8 +144,14 @@ func fmtDurations(ds []time.Duration) string {
 // AssertBreakerStates checks that the breaker l records moved to the states
 // want, in that order (StateOpen, StateHalfOpen, StateClosed for a trip and
 // a recovery), and reports an error to t when not. It returns whether the
-// check passed.
+// check passed. It panics when t or l is nil.
 func AssertBreakerStates(t TB, l *BreakerLog, want ...resil.BreakerState) bool {
+	if t == nil {
+		panic("resiltest: AssertBreakerStates t must be non-nil, got nil")
+	}
+	if l == nil {
+		panic("resiltest: AssertBreakerStates l must be non-nil, got nil")
+	}
 	t.Helper()
 	got := l.States()
 	if !slices.Equal(got, want) {
@@ -136,7 +164,7 @@ func AssertBreakerStates(t TB, l *BreakerLog, want ...resil.BreakerState) bool {
 // AssertNoCallWhileOpen checks that no call of r started while the breaker
 // l records was open, that is after a transition to StateOpen and before
 // the next transition, and reports each such call to t. It returns whether
-// the check passed.
+// the check passed. It panics when t, r or l is nil.
 //
 // Call starts and transitions are compared by the order in which they were
 // recorded, not by their times, so calls made in the same instant of a
@@ -147,6 +175,15 @@ func AssertBreakerStates(t TB, l *BreakerLog, want ...resil.BreakerState) bool {
 // the open → half-open transition (the log records a transition when
 // OnStateChange is called, and other calls do not wait for that).
 func AssertNoCallWhileOpen(t TB, r Recorder, l *BreakerLog) bool {
+	if t == nil {
+		panic("resiltest: AssertNoCallWhileOpen t must be non-nil, got nil")
+	}
+	if r == nil {
+		panic("resiltest: AssertNoCallWhileOpen r must be non-nil, got nil")
+	}
+	if l == nil {
+		panic("resiltest: AssertNoCallWhileOpen l must be non-nil, got nil")
+	}
 	t.Helper()
 	calls, ts := r.Calls(), l.Transitions()
 	ok := true

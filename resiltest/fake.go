@@ -132,9 +132,11 @@ type Call struct {
 var seq atomic.Uint64
 
 // Recorder is what the assertions read: a Fake, a FlakyHandler, or any
-// record of calls in the order they started. The assertions need a non-nil
-// Recorder.
+// record of calls in the order they started. Waits and the assertions
+// need a non-nil Recorder: they panic when given nil.
 type Recorder interface {
+	// Calls returns the record of every call so far, in the order they
+	// started.
 	Calls() []Call
 }
 

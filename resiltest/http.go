@@ -19,16 +19,18 @@ type Reply struct {
 	// a 200, which the client would see instead.
 	Status int
 	// RetryAfter, when > 0, is sent as a Retry-After header in whole
-	// seconds, rounded up. For an HTTP-date, set Header instead.
+	// seconds, rounded up. 0 means no header; negative is invalid. For an
+	// HTTP-date, set Header instead.
 	RetryAfter time.Duration
 	// Header holds more headers to send.
 	Header http.Header
 	// Body is the response body. "" means http.StatusText(Status), or
 	// "status N" for a status with no text.
 	Body string
-	// Delay is how long the handler waits before it answers. When the
-	// request's context ends during the wait (the client gave up), the
-	// handler returns without answering.
+	// Delay is how long the handler waits before it answers. 0 means no
+	// wait; negative is invalid. When the request's context ends during
+	// the wait (the client gave up), the handler returns without
+	// answering.
 	Delay time.Duration
 	// Drop closes the connection without a response (the client sees an
 	// EOF or a reset), by hijacking it. Where the connection cannot be
@@ -67,9 +69,9 @@ type FlakyHandler struct {
 
 // Handler returns a FlakyHandler that answers requests with replies, in
 // order; when they run out, the last reply repeats forever. With no
-// replies every request is answered 200 "OK". It panics, naming the reply
-// and the field, when a reply's Times is negative or its Status is not 0
-// or a final status code (200 to 999).
+// replies every request is answered 200 "OK". It panics, naming the reply,
+// the field and its value, when a reply's Times, RetryAfter or Delay is
+// negative or its Status is not 0 or a final status code (200 to 999).
 //
 //	h := resiltest.Handler(
 //		resiltest.Reply{Status: 503, RetryAfter: time.Second, Times: 2},
@@ -83,6 +85,12 @@ func Handler(replies ...Reply) *FlakyHandler {
 		}
 		if r.Status != 0 && (r.Status < 200 || r.Status > 999) {
 			panic("resiltest: Handler reply " + strconv.Itoa(i+1) + ": Reply.Status must be 0 or a final status code (200-999), got " + strconv.Itoa(r.Status))
+		}
+		if r.RetryAfter < 0 {
+			panic("resiltest: Handler reply " + strconv.Itoa(i+1) + ": Reply.RetryAfter must be >= 0, got " + r.RetryAfter.String())
+		}
+		if r.Delay < 0 {
+			panic("resiltest: Handler reply " + strconv.Itoa(i+1) + ": Reply.Delay must be >= 0, got " + r.Delay.String())
 		}
 	}
 	h := &FlakyHandler{replies: append([]Reply(nil), replies...)}
@@ -103,7 +111,8 @@ type HTTPFaults struct {
 	// Status is the status of the failed requests. 0 means 503.
 	Status int
 	// RetryAfter, when > 0, goes with the failed requests as a Retry-After
-	// header (see Reply.RetryAfter).
+	// header (see Reply.RetryAfter). 0 means no header; negative is
+	// invalid.
 	RetryAfter time.Duration
 	// DropRate is the share of requests, in [0, 1], whose connection is
 	// closed without a response (see Reply.Drop).
@@ -113,7 +122,7 @@ type HTTPFaults struct {
 	// TruncateRate must add up to at most 1.
 	TruncateRate float64
 	// Latency delays every reply; Jitter adds a uniformly random delay in
-	// [0, Jitter].
+	// [0, Jitter]. 0 means none; negative is invalid for both.
 	Latency, Jitter time.Duration
 	// Body is the body of the other requests' 200 replies. "" means "OK".
 	Body string

@@ -160,6 +160,10 @@ func TestHandlerBadReplyPanics(t *testing.T) {
 		{resiltest.Reply{Status: -1}, "resiltest: Handler reply 2: Reply.Status must be 0 or a final status code (200-999), got -1"},
 		{resiltest.Reply{Status: 1000}, "resiltest: Handler reply 2: Reply.Status must be 0 or a final status code (200-999), got 1000"},
 		{resiltest.Reply{Status: 103}, "resiltest: Handler reply 2: Reply.Status must be 0 or a final status code (200-999), got 103"},
+		{resiltest.Reply{RetryAfter: -time.Second}, "resiltest: Handler reply 2: Reply.RetryAfter must be >= 0, got -1s"},
+		{resiltest.Reply{RetryAfter: -1}, "resiltest: Handler reply 2: Reply.RetryAfter must be >= 0, got -1ns"},
+		{resiltest.Reply{Delay: -time.Millisecond}, "resiltest: Handler reply 2: Reply.Delay must be >= 0, got -1ms"},
+		{resiltest.Reply{Delay: math.MinInt64}, "resiltest: Handler reply 2: Reply.Delay must be >= 0, got -2562047h47m16.854775808s"},
 	}
 	for _, tt := range tests {
 		require.PanicsWithValue(t, tt.want, func() { resiltest.Handler(resiltest.Reply{}, tt.bad) })

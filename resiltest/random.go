@@ -29,14 +29,16 @@ type Faults struct {
 	// HangRate is the share of calls, in [0, 1], that block until their
 	// context ends (as Hang does). FailRate+HangRate must not exceed 1.
 	HangRate float64
-	// Latency is how long every call takes at least. 0 means none.
+	// Latency is how long every call takes at least. 0 means none;
+	// negative is invalid.
 	Latency time.Duration
 	// Jitter adds a uniformly random latency in [0, Jitter] to every call.
+	// 0 means none; negative is invalid.
 	Jitter time.Duration
 	// SlowRate is the share of calls, in [0, 1], that take Slow more: the
 	// tail of the latency distribution.
 	SlowRate float64
-	// Slow is the extra latency of the slow calls.
+	// Slow is the extra latency of the slow calls. Negative is invalid.
 	Slow time.Duration
 }
 
