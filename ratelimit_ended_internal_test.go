@@ -15,8 +15,8 @@ func (pastDeadlineCtx) Deadline() (time.Time, bool) { return time.Now().Add(-tim
 
 // endedAt looks through Timeouts' contexts without arming them: a deadline
 // that has come (its own or an outer one's), the caller's cancellation
-// underneath (which comes first, deadline or not), an armed or released
-// context.
+// underneath, a caller's context cancelled before its deadline came, an
+// armed or released context.
 func TestEndedAt(t *testing.T) {
 	now := clock()
 	cancelled, cancel := context.WithCancel(context.Background())
@@ -48,8 +48,10 @@ func TestEndedAt(t *testing.T) {
 		{"timeout over a cancelled caller", live(cancelled), false, context.Canceled},
 		{"timeout over a timeout over a cancelled caller", live(live(cancelled)), false, context.Canceled},
 		{"cancelled, deadline past", cancelledPast, false, context.Canceled},
-		{"timeout due now over a cancelled caller", &timeoutCtx{parent: cancelled, at: now}, false, context.Canceled},
-		{"timeout due now over a timeout over a cancelled caller", &timeoutCtx{parent: live(cancelled), at: now}, false, context.Canceled},
+		// First looked at past its deadline, a Timeout's context ended by
+		// its deadline, whatever its parent did (see timeoutCtx).
+		{"timeout due now over a cancelled caller", &timeoutCtx{parent: cancelled, at: now}, true, nil},
+		{"timeout due now over a timeout over a cancelled caller", &timeoutCtx{parent: live(cancelled), at: now}, true, nil},
 		{"timeout armed", armed, false, nil},
 		{"timeout released", released, false, context.Canceled},
 	}

@@ -242,8 +242,9 @@ func ended(ctx context.Context) bool {
 
 // endedAt reports how ctx stands at now, a clock() reading, for a stage
 // about to take something for the call (a rate limiter's token): whether
-// it was cancelled (err context.Canceled), else whether its deadline has
-// come (at or before now), and otherwise its Err. It reads
+// its deadline has come (at or before now; for a context of the caller's,
+// unless it was cancelled first: err context.Canceled), and otherwise its
+// Err. It reads
 // no clock, and looks through a Timeout's context without arming it.
 func endedAt(ctx context.Context, now int64) (pastDeadline bool, err error) {
 	for {
@@ -252,19 +253,21 @@ func endedAt(ctx context.Context, now int64) (pastDeadline bool, err error) {
 			break
 		}
 		if tc.at <= now {
-			pastDeadline = true // but a cancellation underneath comes first
-		} else if !pastDeadline && tc.state.Load()&(ctxArmed|ctxReleased) != 0 {
+			// Its deadline ended it, whatever its parent did since: see
+			// timeoutCtx (an armed one's Err says so too, once its timer
+			// has fired).
+			return true, nil
+		}
+		if tc.state.Load()&(ctxArmed|ctxReleased) != 0 {
 			return false, tc.Err() // armed: an atomic load; released: its stage has returned
 		}
 		ctx = tc.parent // its deadline is later than tc.at; its end is tc's
 	}
-	// A cancellation ends the call whatever its deadline: the caller gave
-	// up on it, and is told so rather than that no turn was left.
+	// A context cancelled before its deadline ended by the cancellation,
+	// though the deadline has passed since: the caller gave up on the call,
+	// and is told so rather than that no turn was left.
 	if err = ctx.Err(); err == context.Canceled {
 		return false, err
-	}
-	if pastDeadline {
-		return true, nil
 	}
 	if at, ok := deadlineAt(ctx); ok && at <= now {
 		return true, nil
