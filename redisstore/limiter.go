@@ -58,6 +58,7 @@ func (fl *fleetLimiter) share(replicas int64) {
 // successful sync. The replicas should agree on policy. It panics when
 // policy is invalid, as resil.NewRateLimiter does.
 func (s *Store) RateLimiter(name string, policy resil.RateLimitPolicy) *resil.RateLimiter {
+	s.mustBeMade()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if fl, ok := s.limiters[name]; ok {

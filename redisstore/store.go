@@ -69,7 +69,11 @@ type Options struct {
 	// that share state must use the same Prefix (and names).
 	Prefix string
 	// SyncEvery is how often the store exchanges its breakers' counts and
-	// states with the fleet. 0 means 250ms. Negative is invalid.
+	// states with the fleet: one pipelined round trip each time. 0 means
+	// 250ms; any other value must be at least 1ms (a sync per millisecond
+	// is already aggressive: a shorter period would run syncs back to back,
+	// spending Redis commands and CPU for nothing). Less, negative
+	// included, is invalid.
 	SyncEvery time.Duration
 	// Timeout bounds every round trip the store makes, on a call's path (a
 	// half-open trial, a rate-limited call) or in the background. 0 means
@@ -86,12 +90,16 @@ type Options struct {
 	Replica string
 }
 
+// minSyncEvery is the shortest Options.SyncEvery, other than 0 (the
+// default), that Validate accepts.
+const minSyncEvery = time.Millisecond
+
 // Validate returns nil when o is valid, or an error naming the first
 // invalid field and its value, with the message New would panic with.
 func (o Options) Validate() error {
 	switch {
-	case o.SyncEvery < 0:
-		return errors.New("redisstore: Options.SyncEvery must be >= 0, got " + o.SyncEvery.String())
+	case o.SyncEvery != 0 && o.SyncEvery < minSyncEvery:
+		return errors.New("redisstore: Options.SyncEvery must be 0 or >= " + minSyncEvery.String() + ", got " + o.SyncEvery.String())
 	case o.Timeout < 0:
 		return errors.New("redisstore: Options.Timeout must be >= 0, got " + o.Timeout.String())
 	case o.TrialLease < 0:
@@ -101,8 +109,13 @@ func (o Options) Validate() error {
 }
 
 // Store shares breakers and rate limiters through one Redis deployment.
-// Create it with New; the zero Store is not usable. It is safe for
-// concurrent use. It runs one background goroutine, which Close stops.
+// It is safe for concurrent use. It runs one background goroutine, which
+// Close stops.
+//
+// Create it with New; the zero Store is not usable. On a zero Store,
+// Breaker, RateLimiter and Replicas panic with "redisstore: Store must be
+// made by New, got a zero Store"; Close does nothing and returns nil, and
+// Connected returns false (a zero Store has no Redis to reach).
 type Store struct {
 	client  redis.UniversalClient
 	opts    Options
@@ -184,6 +197,9 @@ func newStore(client redis.UniversalClient, opts Options) *Store {
 // local state only. It does not close the client. Close is idempotent and
 // always returns nil.
 func (s *Store) Close() error {
+	if s.done == nil {
+		return nil // a zero Store: no sync goroutine to stop
+	}
 	s.once.Do(func() {
 		s.life.Lock()
 		s.closed = true
@@ -212,6 +228,16 @@ func replicaName() string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	return host + "-" + strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(b[:])
+}
+
+// errZeroStore is the panic of a method that needs a Store made by New.
+const errZeroStore = "redisstore: Store must be made by New, got a zero Store"
+
+// mustBeMade panics with errZeroStore when s is a zero Store.
+func (s *Store) mustBeMade() {
+	if s.done == nil {
+		panic(errZeroStore)
+	}
 }
 
 // available reports whether call paths may ask Redis: the store is open
@@ -405,8 +431,9 @@ func (s *Store) sync() {
 // act as one: see the package documentation. The replicas should agree on
 // policy; a fleet-wide transition takes OpenFor and HalfOpenCalls from the
 // policy of the replica that makes it. It panics when policy is invalid, as
-// resil.NewBreaker does.
+// resil.NewBreaker does, and on a zero Store.
 func (s *Store) Breaker(name string, policy resil.BreakerPolicy) *resil.Breaker {
+	s.mustBeMade()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if fb, ok := s.breakers[name]; ok {
@@ -427,10 +454,14 @@ func (s *Store) Breaker(name string, policy resil.BreakerPolicy) *resil.Breaker 
 
 // Replicas returns the number of live replicas (stores with the same
 // Prefix that synced within three SyncEvery) seen at the last successful
-// sync, this one included; 1 before the first.
-func (s *Store) Replicas() int { return int(s.fleet.Load()) }
+// sync, this one included; 1 before the first. It panics on a zero Store.
+func (s *Store) Replicas() int {
+	s.mustBeMade()
+	return int(s.fleet.Load())
+}
 
 // Connected reports whether the store's last round trip to Redis
 // succeeded; while it is false, breakers and rate limiters decide locally
-// and the store retries every SyncEvery.
+// and the store retries every SyncEvery. It is false on a zero Store and
+// after Close.
 func (s *Store) Connected() bool { return s.up.Load() }

@@ -18,7 +18,10 @@ func TestOptionsValidate(t *testing.T) {
 		want string
 	}{
 		{"zero", redisstore.Options{}, ""},
-		{"SyncEvery", redisstore.Options{SyncEvery: -time.Second}, "redisstore: Options.SyncEvery must be >= 0, got -1s"},
+		{"SyncEvery", redisstore.Options{SyncEvery: -time.Second}, "redisstore: Options.SyncEvery must be 0 or >= 1ms, got -1s"},
+		{"SyncEvery 1ns", redisstore.Options{SyncEvery: 1}, "redisstore: Options.SyncEvery must be 0 or >= 1ms, got 1ns"},
+		{"SyncEvery under 1ms", redisstore.Options{SyncEvery: time.Millisecond - 1}, "redisstore: Options.SyncEvery must be 0 or >= 1ms, got 999.999µs"},
+		{"SyncEvery 1ms", redisstore.Options{SyncEvery: time.Millisecond}, ""},
 		{"Timeout", redisstore.Options{Timeout: -time.Millisecond}, "redisstore: Options.Timeout must be >= 0, got -1ms"},
 		{"TrialLease", redisstore.Options{TrialLease: -1}, "redisstore: Options.TrialLease must be >= 0, got -1ns"},
 	}
@@ -64,9 +67,11 @@ func TestStoreNamesAndClose(t *testing.T) {
 func FuzzOptionsValidate(f *testing.F) {
 	f.Add(int64(0), int64(0), int64(0))
 	f.Add(int64(-1), int64(1), int64(1))
+	f.Add(int64(1), int64(0), int64(0))
 	f.Fuzz(func(t *testing.T, syncEvery, timeout, lease int64) {
 		opts := redisstore.Options{SyncEvery: time.Duration(syncEvery), Timeout: time.Duration(timeout), TrialLease: time.Duration(lease)}
 		err := opts.Validate()
-		assert.Equal(t, syncEvery < 0 || timeout < 0 || lease < 0, err != nil, "Validate: %v", err)
+		badSync := syncEvery != 0 && syncEvery < int64(time.Millisecond)
+		assert.Equal(t, badSync || timeout < 0 || lease < 0, err != nil, "Validate: %v", err)
 	})
 }

@@ -1,12 +1,15 @@
 // Command fleet shows replicas of a service tripping one shared circuit
 // breaker together.
 //
-// It starts a local redis-server (or uses REDIS_ADDR), then starts four
-// replica processes (itself, re-executed). Each replica calls a dependency
-// that fails 30% of the time, through a breaker from a redisstore.Store
-// with FailureRatio 0.25 and MinCalls 40. No replica makes 40 calls on its
-// own before the breaker opens: the fleet's counts trip it, and every
-// replica opens within SyncEvery of the first.
+// It starts a local redis-server (or uses REDIS_ADDR, which must answer a
+// PING within pingTimeout: it exits with status 1 otherwise), then starts
+// four replica processes (itself, re-executed). Each replica calls a
+// dependency that fails 30% of the time, through a breaker from a
+// redisstore.Store with FailureRatio 0.25 and MinCalls 40. No replica makes
+// 40 calls on its own before the breaker opens: the fleet's counts trip it,
+// and every replica opens within SyncEvery of the first. A replica that
+// opens after MinCalls calls of its own (Redis stopped answering during
+// the run) could trip on its own counts alone: the summary says so instead.
 //
 //	go run ./examples/fleet   # from the redisstore directory
 package main
@@ -33,6 +36,8 @@ const (
 	replicas  = 4
 	syncEvery = 100 * time.Millisecond
 	minCalls  = 40
+	// pingTimeout bounds the check that REDIS_ADDR answers.
+	pingTimeout = 2 * time.Second
 )
 
 func main() {
@@ -43,6 +48,7 @@ func main() {
 		}
 		return
 	}
+	redis.SetLogger(quiet{}) // the replicas keep go-redis's log
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "fleet:", err)
 		os.Exit(1)
@@ -64,6 +70,8 @@ func run() error {
 		}
 		defer stop()
 		addr = a
+	} else if err := ping(addr); err != nil {
+		return fmt.Errorf("redis at %s (REDIS_ADDR) does not answer PING: %w", addr, err)
 	}
 	fmt.Printf("redis at %s; %d replicas, each failing 30%% of its calls; policy: FailureRatio 0.25, MinCalls %d, SyncEvery %v\n",
 		addr, replicas, minCalls, syncEvery)
@@ -75,11 +83,10 @@ func run() error {
 	// A prefix of this run's own: a fleet's state outlives its processes.
 	prefix := "fleet-example-" + strconv.Itoa(os.Getpid()) + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		opened   []time.Time
-		maxCalls int
-		failed   error
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		opened []opening
+		failed error
 	)
 	start := time.Now()
 	for i := 1; i <= replicas; i++ {
@@ -109,8 +116,7 @@ func run() error {
 				fmt.Printf("%s: open at +%v after %s calls of its own (%s failed)\n",
 					name, at.Sub(start).Round(time.Millisecond), f[2], f[3])
 				mu.Lock()
-				opened = append(opened, at)
-				maxCalls = max(maxCalls, calls)
+				opened = append(opened, opening{name: name, at: at, calls: calls})
 				mu.Unlock()
 			}
 			if err := cmd.Wait(); err != nil {
@@ -127,22 +133,85 @@ func run() error {
 	if len(opened) != replicas {
 		return fmt.Errorf("%d of %d replicas opened", len(opened), replicas)
 	}
-	first, last := opened[0], opened[0]
-	for _, t := range opened {
-		if t.Before(first) {
-			first = t
-		}
-		if t.After(last) {
-			last = t
-		}
-	}
-	fmt.Printf("all %d replicas opened within %v of each other (SyncEvery %v)\n",
-		replicas, last.Sub(first).Round(time.Millisecond), syncEvery)
-	if maxCalls < minCalls {
-		fmt.Printf("none had made MinCalls (%d) calls of its own: the fleet's counts tripped them\n", minCalls)
+	for _, line := range summary(opened) {
+		fmt.Println(line)
 	}
 	return nil
 }
+
+// opening is one replica's report: when its breaker opened, and how many
+// calls it had made by then.
+type opening struct {
+	name  string
+	at    time.Time
+	calls int
+}
+
+// summary is what the run showed, in lines to print. Replicas whose own
+// calls had reached MinCalls when they opened could trip on their own
+// counts alone (their failure ratio is the fleet's), so their opening
+// together shows nothing of the fleet: the summary names them instead of
+// claiming a fleet-wide trip.
+func summary(opened []opening) []string {
+	first, last := opened[0].at, opened[0].at
+	var own []string // "name (calls calls)" of those at MinCalls or more
+	for _, o := range opened {
+		first, last = minTime(first, o.at), maxTime(last, o.at)
+		if o.calls >= minCalls {
+			own = append(own, fmt.Sprintf("%s (%d calls)", o.name, o.calls))
+		}
+	}
+	within := fmt.Sprintf("all %d replicas opened within %v of each other (SyncEvery %v)",
+		len(opened), last.Sub(first).Round(time.Millisecond), syncEvery)
+	switch {
+	case len(own) == 0:
+		return []string{within,
+			fmt.Sprintf("none had made MinCalls (%d) calls of its own: the fleet's counts tripped them", minCalls)}
+	case len(own) == len(opened):
+		return []string{fmt.Sprintf("no fleet-wide trip shown: every replica had made MinCalls (%d) calls of its own when it opened, "+
+			"enough to trip on its own counts (did Redis stop answering?): %s", minCalls, strings.Join(own, ", "))}
+	default:
+		return []string{within,
+			fmt.Sprintf("but %d of them had made MinCalls (%d) calls of their own, enough to trip on their own counts (did Redis stop answering?): %s",
+				len(own), minCalls, strings.Join(own, ", "))}
+	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// ping reports whether a redis at addr answers a PING within pingTimeout.
+func ping(addr string) error {
+	c := redis.NewClient(&redis.Options{
+		Addr:                  addr,
+		DialTimeout:           pingTimeout,
+		ReadTimeout:           pingTimeout,
+		WriteTimeout:          pingTimeout,
+		ContextTimeoutEnabled: true,
+		MaxRetries:            -1,
+	})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), pingTimeout)
+	defer cancel()
+	return c.Ping(ctx).Err()
+}
+
+// quiet is a go-redis logger that drops its messages: the program reports
+// the errors that matter itself.
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}
 
 // replica is one process of the service: it calls its flaky dependency
 // until the shared breaker opens, and prints when that happened.
