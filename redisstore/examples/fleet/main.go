@@ -156,7 +156,12 @@ func summary(opened []opening) []string {
 	first, last := opened[0].at, opened[0].at
 	var own []string // "name (calls calls)" of those at MinCalls or more
 	for _, o := range opened {
-		first, last = minTime(first, o.at), maxTime(last, o.at)
+		if o.at.Before(first) {
+			first = o.at
+		}
+		if o.at.After(last) {
+			last = o.at
+		}
 		if o.calls >= minCalls {
 			own = append(own, fmt.Sprintf("%s (%d calls)", o.name, o.calls))
 		}
@@ -175,20 +180,6 @@ func summary(opened []opening) []string {
 			fmt.Sprintf("but %d of them had made MinCalls (%d) calls of their own, enough to trip on their own counts (did Redis stop answering?): %s",
 				len(own), minCalls, strings.Join(own, ", "))}
 	}
-}
-
-func minTime(a, b time.Time) time.Time {
-	if b.Before(a) {
-		return b
-	}
-	return a
-}
-
-func maxTime(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
 }
 
 // ping reports whether a redis at addr answers a PING within pingTimeout.
