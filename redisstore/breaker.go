@@ -2,9 +2,11 @@ package redisstore
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/resil-go/resil"
@@ -20,7 +22,8 @@ import (
 // not be asked close a half-open fleet. The fleet's epoch orders them: a
 // proposal made against an epoch the fleet has left is dropped, and the
 // breaker adopts the fleet's state; but a trip made before the replica's
-// first sync, which knew no epoch, opens a closed fleet.
+// first sync, which knew no epoch, opens a closed fleet when it came after
+// the fleet's last transition.
 type fleetBreaker struct {
 	s        *Store
 	keys     []string // state, counts, trials
@@ -37,15 +40,22 @@ type fleetBreaker struct {
 	version uint64  // bumped when a trial moves the epoch, voiding a sync in flight
 	tripped uint64  // trips as of the last adoption: those since are the breaker's own
 	leases  []lease // trial places held
-	// orphans are lease ids whose acquire failed without an answer (a
-	// timeout, a lost connection): the script may have run, leaving a
-	// fleet-wide trial place nobody will settle. The next sync removes
-	// them, so they do not hold a place until their lease expires.
-	orphans []string
+	// orphans are leases whose acquire failed without an answer (a
+	// timeout, a lost connection): the script may have run, or may still
+	// run (a command on its way), leaving a fleet-wide trial place nobody
+	// will settle. Every sync removes them until their lease could have
+	// expired, so they do not hold a place until then.
+	orphans []orphan
 }
 
-// maxOrphans bounds the lease ids kept for release while Redis does not
-// answer; beyond it the oldest are left to expire with their lease.
+// orphan is a lease id to remove, until its lease could have expired.
+type orphan struct {
+	id    string
+	until time.Time
+}
+
+// maxOrphans bounds the lease ids kept for removal; beyond it the oldest
+// are left to expire with their lease.
 const maxOrphans = 64
 
 type lease struct {
@@ -88,9 +98,10 @@ func (fb *fleetBreaker) AcquireTrial() resil.ShareAnswer {
 			epoch, fb.halfOpen, id, ms(fb.s.opts.TrialLease)).Int64Slice()
 	})
 	if err != nil {
-		// The script may have run and granted a place the breaker will
-		// not use (it decides alone now): give it back at the next sync.
-		fb.orphan(id)
+		// The script may have run, or may still run, and grant a place
+		// the breaker will not use (it decides alone now): the syncs give
+		// it back.
+		fb.orphan(id, time.Now())
 		fb.s.wake()
 		return resil.ShareUnavailable
 	}
@@ -109,20 +120,32 @@ func (fb *fleetBreaker) AcquireTrial() resil.ShareAnswer {
 	return resil.ShareUnavailable
 }
 
-// orphan keeps a lease id for the next sync to remove.
-func (fb *fleetBreaker) orphan(id string) {
+// orphan keeps, for the syncs to remove, the id of a lease whose acquire
+// failed at now. Its script may have run before, or may run after (a
+// command still on its way); the lease lasts TrialLease from then.
+// Removing it for twice TrialLease after the failure covers a command
+// delayed by up to TrialLease.
+func (fb *fleetBreaker) orphan(id string, now time.Time) {
 	fb.mu.Lock()
-	fb.keepOrphans(append(fb.orphans, id))
-	fb.mu.Unlock()
+	defer fb.mu.Unlock()
+	fb.orphans = append(fb.orphans, orphan{id: id, until: now.Add(2 * fb.s.opts.TrialLease)})
+	if n := len(fb.orphans) - maxOrphans; n > 0 {
+		fb.orphans = slices.Delete(fb.orphans, 0, n)
+	}
 }
 
-// keepOrphans sets the lease ids to remove, oldest first, keeping the
-// newest maxOrphans. fb.mu must be held.
-func (fb *fleetBreaker) keepOrphans(ids []string) {
-	if n := len(ids) - maxOrphans; n > 0 {
-		ids = ids[n:]
+// releases returns the ids of the orphaned leases that may still be held,
+// forgetting the others. fb.mu must be held.
+func (fb *fleetBreaker) releases(now time.Time) []string {
+	fb.orphans = slices.DeleteFunc(fb.orphans, func(o orphan) bool { return !now.Before(o.until) })
+	if len(fb.orphans) == 0 {
+		return nil
 	}
-	fb.orphans = ids
+	ids := make([]string, len(fb.orphans))
+	for i, o := range fb.orphans {
+		ids[i] = o.id
+	}
+	return ids
 }
 
 // SettleTrial ends a trial's lease with its outcome: one round trip,
@@ -193,8 +216,7 @@ func (fb *fleetBreaker) request() syncRequest {
 	snap := fb.link.Snapshot()
 	fb.mu.Lock()
 	defer fb.mu.Unlock()
-	r := syncRequest{snap: snap, epoch: fb.epoch, inc: fb.inc, version: fb.version, trips: fb.trips.Load(), release: fb.orphans}
-	fb.orphans = nil
+	r := syncRequest{snap: snap, epoch: fb.epoch, inc: fb.inc, version: fb.version, trips: fb.trips.Load(), release: fb.releases(time.Now())}
 	if snap.Gen != fb.synced {
 		switch snap.State {
 		case resil.StateOpen:
@@ -231,21 +253,17 @@ func (fb *fleetBreaker) syncCmd(ctx context.Context, pipe redis.Pipeliner, r syn
 		// takes no place another trial holds.
 		pipe.ZRem(ctx, fb.keys[2], anys(r.release)...)
 	}
+	var age int64 // how long ago the breaker tripped, when it proposes the trip
+	if r.proposal == 1 {
+		age = max(fb.openFor-ms(r.snap.Remaining), 0)
+	}
 	return syncScript.EvalSha(ctx, pipe, fb.keys, s.opts.Replica, r.snap.Successes, r.snap.Failures,
-		r.epoch, r.proposal, fb.openFor, ms(s.stale()), ms(keyTTL), state, ms(r.snap.Remaining), r.inc)
+		r.epoch, r.proposal, fb.openFor, ms(s.stale()), ms(keyTTL), state, ms(r.snap.Remaining), r.inc, age)
 }
 
 // lost drops the fleet's counts when a sync failed: the breaker decides on
-// its own counts until Redis answers again. The orphaned leases the sync
-// was to remove are kept for the next one (the removal may not have run).
-func (fb *fleetBreaker) lost(r syncRequest) {
-	fb.link.SetFleet(r.snap.Gen, 0, 0)
-	if len(r.release) > 0 {
-		fb.mu.Lock()
-		fb.keepOrphans(append(r.release, fb.orphans...))
-		fb.mu.Unlock()
-	}
-}
+// its own counts until Redis answers again.
+func (fb *fleetBreaker) lost(r syncRequest) { fb.link.SetFleet(r.snap.Gen, 0, 0) }
 
 // anys returns ids as a []any, as go-redis takes members.
 func anys(ids []string) []any {

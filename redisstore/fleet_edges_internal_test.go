@@ -477,3 +477,136 @@ func TestFleetTimedOutAcquireGivesPlaceBack(t *testing.T) {
 	assert.NoError(t, edgeCall(b, false), "another replica's trial gets the place")
 	assert.Equal(t, resil.StateClosed, b.State())
 }
+
+// TestFleetNewReplicaTripOpensFleetOnce: a new replica's trip, made before
+// its first sync, opened the fleet with that sync, but the reply was lost
+// (do() timed out after the pipeline ran). The fleet then recovered: its
+// trial closed it. The replica's next sync sends the same trip again, still
+// knowing no state: it must not reopen the recovered fleet, which served
+// that trip already (as the same lost reply for a replica that knew the
+// epoch is dropped: known < epoch).
+func TestFleetNewReplicaTripOpensFleetOnce(t *testing.T) {
+	const openFor = 100 * time.Millisecond
+	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor}
+	sa, _, a, _ := twoReplicas(t, Options{Replica: "a"}, Options{Replica: "b"}, policy)
+	ctx := context.Background()
+	state := sa.key("breaker", "dep", "state")
+	// The fleet has lived a while: closed again after earlier periods.
+	require.NoError(t, sa.client.HSet(ctx, state, "epoch", 5, "open", 0).Err())
+	sa.sync()
+
+	sc := manualStore(t, edgeClient(t, sa.client.(*redis.Client).Options().Addr), Options{Replica: "c"})
+	c := sc.Breaker("dep", policy)
+	fc := sc.breakers["dep"]
+	require.ErrorIs(t, edgeCall(c, true), errEdge)
+	require.Equal(t, resil.StateOpen, c.State())
+
+	// c's first sync runs in Redis, and its reply is lost: what sync does
+	// when do() times out after Exec reached the server.
+	r := fc.request()
+	pipe := sc.client.Pipeline()
+	fc.syncCmd(ctx, pipe, r)
+	_, err := pipe.Exec(ctx)
+	require.NoError(t, err)
+	fc.lost(r)
+	sc.up.Store(false)
+	require.Equal(t, "6", sa.client.HGet(ctx, state, "epoch").Val())
+	require.Equal(t, "1", sa.client.HGet(ctx, state, "open").Val(), "c's trip opened the fleet")
+
+	// The fleet serves its open period, and a's trial closes it.
+	sa.sync()
+	require.Equal(t, resil.StateOpen, a.State())
+	time.Sleep(3 * openFor)
+	require.NoError(t, edgeCall(a, false), "a's trial")
+	require.Equal(t, resil.StateClosed, a.State())
+	require.Equal(t, "0", sa.client.HGet(ctx, state, "open").Val(), "the fleet recovered")
+	epoch := sa.client.HGet(ctx, state, "epoch").Val()
+
+	// c reconnects: its trip has already been served.
+	sc.sync()
+	require.True(t, sc.Connected())
+	assert.Equal(t, "0", sa.client.HGet(ctx, state, "open").Val(), "the same trip must not open the fleet a second time")
+	assert.Equal(t, epoch, sa.client.HGet(ctx, state, "epoch").Val())
+	sa.sync()
+	assert.Equal(t, resil.StateClosed, a.State(), "a recovered fleet must not be sent back to open by an old trip")
+}
+
+// delayAcquire holds AcquireTrial's script (a single command; syncs go
+// through a pipeline) for delay before it reaches Redis, once: a command
+// already on its way when the store stopped waiting for it (a slow link, a
+// retransmission, a server busy with other clients). It reaches Redis all
+// the same, after the replica's next sync.
+type delayAcquire struct {
+	armed *atomic.Bool
+	delay time.Duration
+	done  chan struct{}
+}
+
+func (h delayAcquire) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h delayAcquire) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if !h.armed.CompareAndSwap(true, false) {
+			return next(ctx, cmd)
+		}
+		defer close(h.done)
+		time.Sleep(h.delay)
+		return next(context.WithoutCancel(ctx), cmd)
+	}
+}
+func (h delayAcquire) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestFleetOrphanRemovedAfterLateAcquire: the acquire timed out on the
+// replica because it had not reached Redis yet. The orphan's removal goes
+// out with the next sync (woken at once) and removes nothing; the acquire
+// then runs and takes the fleet's only trial place, which nobody will
+// settle. The syncs after it remove it too (an orphan is kept until its
+// lease could have expired), so another replica's trial gets the place at
+// once, not after TrialLease (10s).
+func TestFleetOrphanRemovedAfterLateAcquire(t *testing.T) {
+	srv := StartRedis(t)
+	const openFor = 20 * time.Millisecond
+	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 1}
+	ca := edgeClient(t, srv.Addr())
+	var armed atomic.Bool
+	done := make(chan struct{})
+	ca.AddHook(delayAcquire{&armed, 400 * time.Millisecond, done})
+	sa := manualStore(t, ca, Options{Replica: "a", Timeout: 100 * time.Millisecond})
+	sb := manualStore(t, edgeClient(t, srv.Addr()), Options{Replica: "b"})
+	a, b := sa.Breaker("dep", policy), sb.Breaker("dep", policy)
+	sa.sync()
+	sb.sync()
+
+	require.ErrorIs(t, edgeCall(a, true), errEdge)
+	sa.sync()
+	sb.sync()
+	require.Equal(t, resil.StateOpen, b.State())
+	time.Sleep(3 * openFor)
+
+	ctx := context.Background()
+	// The fleet has had trials before: Redis knows the acquire script.
+	require.NoError(t, acquireScript.Load(ctx, sa.client).Err())
+	armed.Store(true)
+	_, err := resil.New[int]().Breaker(a).Run(ctx, func(context.Context) (int, error) {
+		return 0, resil.Permanent(errEdge) // an ignored trial: a proposes nothing
+	})
+	require.ErrorIs(t, err, errEdge, "the acquire timed out: the breaker decided alone")
+	require.False(t, sa.Connected())
+	require.Len(t, sa.breakers["dep"].orphans, 1)
+
+	for i := 0; !sa.Connected(); i++ { // the woken sync: ZREM of the orphan
+		require.Less(t, i, 50)
+		sa.sync()
+	}
+	require.Len(t, sa.breakers["dep"].orphans, 1, "the orphan is kept after its removal was sent")
+	<-done // the late acquire reaches Redis
+	sa.sync()
+	sb.sync()
+
+	trials := sa.key("breaker", "dep", "trials")
+	n, err := sa.client.ZCard(ctx, trials).Result()
+	require.NoError(t, err)
+	assert.Zero(t, n, "the orphaned lease must not hold the fleet's trial place: %v", sa.client.ZRangeWithScores(ctx, trials, 0, -1).Val())
+	assert.NoError(t, edgeCall(b, false), "another replica's trial gets the place")
+}

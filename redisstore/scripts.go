@@ -11,7 +11,8 @@ import "github.com/redis/go-redis/v9"
 //
 //	state   hash: epoch (a counter bumped by every fleet transition),
 //	        open (0/1), until (end of the open period; open and past it
-//	        means half-open), passed (trials that succeeded this half-open)
+//	        means half-open), passed (trials that succeeded this half-open),
+//	        since (when the last transition was made), inc (the state's name)
 //	counts  hash: replica -> "epoch successes failures stamp", each
 //	        replica's own window counts as of its last sync
 //	trials  sorted set: half-open trial leases, scored by their expiry
@@ -32,15 +33,16 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 // stale (counts older than this are dropped),
 // ttl (of the keys), the replica's state (0 closed, 1 open, 2 half-open),
 // what is left of its open period, the name of the state it knew ("" for
-// none yet)
+// none yet), how long ago it tripped (with proposal 1)
 // Returns: {epoch, open, remaining open ms, successes, failures, the
 // state's name}
 var syncScript = redis.NewScript(timeLua + `
-local st = redis.call('HMGET', KEYS[1], 'epoch', 'open', 'until', 'inc')
+local st = redis.call('HMGET', KEYS[1], 'epoch', 'open', 'until', 'inc', 'since')
 local epoch = tonumber(st[1]) or 0
 local open = st[2] == '1'
 local till = tonumber(st[3]) or 0
 local inc = st[4]
+local since = tonumber(st[5]) or 0
 if not inc then
 	-- A state made now (the fleet's first, or one after a loss) gets a
 	-- name, so that a replica that knew another can tell.
@@ -69,9 +71,9 @@ local function enter(e, isOpen, openMs)
 	epoch, open = e, isOpen
 	if isOpen then
 		till = now + openMs
-		redis.call('HSET', KEYS[1], 'epoch', epoch, 'open', 1, 'until', till, 'passed', 0)
+		redis.call('HSET', KEYS[1], 'epoch', epoch, 'open', 1, 'until', till, 'passed', 0, 'since', now)
 	else
-		redis.call('HSET', KEYS[1], 'epoch', epoch, 'open', 0, 'passed', 0)
+		redis.call('HSET', KEYS[1], 'epoch', epoch, 'open', 0, 'passed', 0, 'since', now)
 	end
 	redis.call('DEL', KEYS[3])
 end
@@ -103,13 +105,14 @@ elseif known == epoch then
 		-- holds a place now: that one decides
 		enter(epoch + 1, false, 0)
 	end
-elseif ARGV[11] == '' and (proposal == 1 or proposal == 3) and not open then
+elseif ARGV[11] == '' and proposal == 1 and not open and now - tonumber(ARGV[12]) >= since then
 	-- This replica's first sync, behind the fleet's epochs: it tripped on
 	-- its own calls before it knew the fleet's state. The trip is news to
-	-- a closed fleet all the same.
-	local openMs = 0
-	if proposal == 1 then openMs = tonumber(ARGV[6]) end
-	enter(epoch + 1, true, openMs)
+	-- a closed fleet all the same, if it came after the fleet's last
+	-- transition (ARGV[12]: how long ago it tripped): an older one was
+	-- made before the fleet closed (its first sync may have run, its reply
+	-- lost, and the fleet served that trip already).
+	enter(epoch + 1, true, tonumber(ARGV[6]))
 end
 -- Each report carries its replica's own staleness bound: replicas need
 -- not agree on SyncEvery, and a fast one must not drop a slow one's counts.
@@ -183,13 +186,13 @@ if outcome == 1 then
 	local passed = redis.call('HINCRBY', KEYS[1], 'passed', 1)
 	if passed >= tonumber(ARGV[4]) then
 		epoch = epoch + 1
-		redis.call('HSET', KEYS[1], 'epoch', epoch, 'open', 0, 'passed', 0)
+		redis.call('HSET', KEYS[1], 'epoch', epoch, 'open', 0, 'passed', 0, 'since', now)
 		redis.call('DEL', KEYS[2])
 		return {1, epoch}
 	end
 elseif outcome == 2 then
 	epoch = epoch + 1
-	redis.call('HSET', KEYS[1], 'epoch', epoch, 'open', 1, 'until', now + tonumber(ARGV[5]), 'passed', 0)
+	redis.call('HSET', KEYS[1], 'epoch', epoch, 'open', 1, 'until', now + tonumber(ARGV[5]), 'passed', 0, 'since', now)
 	redis.call('DEL', KEYS[2])
 end
 return {0, epoch}
