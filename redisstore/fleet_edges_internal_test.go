@@ -610,3 +610,31 @@ func TestFleetOrphanRemovedAfterLateAcquire(t *testing.T) {
 	assert.Zero(t, n, "the orphaned lease must not hold the fleet's trial place: %v", sa.client.ZRangeWithScores(ctx, trials, 0, -1).Val())
 	assert.NoError(t, edgeCall(b, false), "another replica's trial gets the place")
 }
+
+// TestFleetLostStateSeededOpenStaysOpen: after Redis lost the fleet's
+// state, a replica that trips seeds it again, open, in epoch 1. A replica
+// that knew a later epoch of the lost state (closed then) reseeds it in an
+// epoch after its own, as the fleet's epochs only grow; it must keep the
+// fleet open, not close it over a trip it knows nothing of.
+func TestFleetLostStateSeededOpenStaysOpen(t *testing.T) {
+	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Hour}
+	sa, _, a, _ := twoReplicas(t, Options{Replica: "a"}, Options{Replica: "b"}, policy)
+	ctx := context.Background()
+	state := sa.key("breaker", "dep", "state")
+	require.NoError(t, sa.client.HSet(ctx, state, "epoch", 3, "open", 0).Err())
+	sa.sync() // a knows epoch 3, closed
+	require.Equal(t, uint64(3), sa.breakers["dep"].epoch)
+
+	require.NoError(t, sa.client.FlushAll(ctx).Err()) // Redis loses its data
+	sc := manualStore(t, edgeClient(t, sa.client.(*redis.Client).Options().Addr), Options{Replica: "c"})
+	c := sc.Breaker("dep", policy)
+	require.ErrorIs(t, edgeCall(c, true), errEdge)
+	sc.sync() // c's trip seeds the state again: epoch 1, open
+	require.Equal(t, "1", sa.client.HGet(ctx, state, "open").Val())
+
+	sa.sync() // a knew epoch 3: it reseeds, after its own epoch
+	assert.Equal(t, "1", sa.client.HGet(ctx, state, "open").Val(), "the fleet stays open")
+	assert.Equal(t, resil.StateOpen, a.State(), "and a adopts it")
+	sc.sync()
+	assert.Equal(t, resil.StateOpen, c.State())
+}

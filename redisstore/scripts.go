@@ -90,8 +90,16 @@ if known <= epoch and ARGV[11] ~= '' and ARGV[11] ~= inc then
 elseif known > epoch then
 	-- The fleet's epochs only grow: its state was lost (a restart without
 	-- persistence, a flush, expiry). The first replica to report seeds it
-	-- again from its own state, in a new epoch.
-	enter(known + 1, mine ~= 0, mineOpenMs)
+	-- again from its own state, in a new epoch. A state seeded open since
+	-- the loss, by a replica that knew fewer epochs, stays open: its trip
+	-- is news to this replica too.
+	if open then
+		local left = math.max(till - now, 0)
+		if mine == 1 then left = math.max(left, mineOpenMs) end
+		enter(known + 1, true, left)
+	else
+		enter(known + 1, mine ~= 0, mineOpenMs)
+	end
 elseif known == epoch then
 	if (proposal == 1 or proposal == 3) and (not open or now >= till) then
 		-- a trip, or a failed trial the fleet did not hear of; 3: one
