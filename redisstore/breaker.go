@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"context"
+	"math"
 	"slices"
 	"strconv"
 	"sync"
@@ -32,6 +33,7 @@ type fleetBreaker struct {
 	halfOpen int64
 	seq      atomic.Uint64 // for lease ids
 	trips    atomic.Uint64 // Tripped calls
+	tripAt   atomic.Int64  // when Tripped was last called, in monotonic time (see mono); 0: never
 
 	mu      sync.Mutex
 	epoch   uint64  // the fleet's epoch as last adopted
@@ -73,14 +75,23 @@ type syncRequest struct {
 	trips    uint64
 	proposal int      // 0 none, 1 open, 2 closed, 3 open and already half-open
 	release  []string // orphaned lease ids to remove (see fleetBreaker.orphans)
+	age      int64    // ms since the breaker last tripped, with proposal 1 or 3; 0 if unknown
 }
 
 // Tripped wakes the sync goroutine, so that the trip reaches the fleet in
 // one round trip rather than at the next tick.
 func (fb *fleetBreaker) Tripped() {
+	fb.tripAt.Store(mono())
 	fb.trips.Add(1)
 	fb.s.wake()
 }
+
+// monoBase is what mono counts from.
+var monoBase = time.Now()
+
+// mono returns the time on the process's monotonic clock, in nanoseconds
+// since monoBase, and at least 1.
+func mono() int64 { return max(int64(time.Since(monoBase)), 1) }
 
 // AcquireTrial takes a fleet-wide trial place with a lease in Redis: one
 // round trip, bounded by Options.Timeout. Without Redis, the breaker
@@ -128,7 +139,9 @@ func (fb *fleetBreaker) AcquireTrial() resil.ShareAnswer {
 func (fb *fleetBreaker) orphan(id string, now time.Time) {
 	fb.mu.Lock()
 	defer fb.mu.Unlock()
-	fb.orphans = append(fb.orphans, orphan{id: id, until: now.Add(2 * fb.s.opts.TrialLease)})
+	keep := fb.s.opts.TrialLease
+	keep += min(keep, math.MaxInt64-keep) // twice TrialLease, saturated
+	fb.orphans = append(fb.orphans, orphan{id: id, until: now.Add(keep)})
 	if n := len(fb.orphans) - maxOrphans; n > 0 {
 		fb.orphans = slices.Delete(fb.orphans, 0, n)
 	}
@@ -235,6 +248,9 @@ func (fb *fleetBreaker) request() syncRequest {
 			}
 		}
 	}
+	if at := fb.tripAt.Load(); at != 0 && (r.proposal == 1 || r.proposal == 3) {
+		r.age = (mono() - at) / int64(time.Millisecond)
+	}
 	return r
 }
 
@@ -253,12 +269,8 @@ func (fb *fleetBreaker) syncCmd(ctx context.Context, pipe redis.Pipeliner, r syn
 		// takes no place another trial holds.
 		pipe.ZRem(ctx, fb.keys[2], anys(r.release)...)
 	}
-	var age int64 // how long ago the breaker tripped, when it proposes the trip
-	if r.proposal == 1 {
-		age = max(fb.openFor-ms(r.snap.Remaining), 0)
-	}
 	return syncScript.EvalSha(ctx, pipe, fb.keys, s.opts.Replica, r.snap.Successes, r.snap.Failures,
-		r.epoch, r.proposal, fb.openFor, ms(s.stale()), ms(keyTTL), state, ms(r.snap.Remaining), r.inc, age)
+		r.epoch, r.proposal, fb.openFor, ms(s.stale()), ms(keyTTL), state, ms(r.snap.Remaining), r.inc, r.age)
 }
 
 // lost drops the fleet's counts when a sync failed: the breaker decides on

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -637,4 +638,131 @@ func TestFleetLostStateSeededOpenStaysOpen(t *testing.T) {
 	assert.Equal(t, resil.StateOpen, a.State(), "and a adopts it")
 	sc.sync()
 	assert.Equal(t, resil.StateOpen, c.State())
+}
+
+// TestFleetNewReplicaHalfOpenTripProposed: a new replica trips before its
+// first sync, and its OpenFor passes before that sync (a slow sync, Redis
+// unreachable at start, or a short OpenFor): it proposes its trip as
+// half-open already. A fleet that has been through epochs the replica
+// never knew goes half-open: the breaker must not be forced closed without
+// a single trial (as TestFleetLocalTripProposedOnceHalfOpen requires of a
+// replica that knew the epoch).
+func TestFleetNewReplicaHalfOpenTripProposed(t *testing.T) {
+	const openFor = 20 * time.Millisecond
+	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 1}
+	sa, _, _, _ := twoReplicas(t, Options{Replica: "a"}, Options{Replica: "b"}, policy)
+	ctx := context.Background()
+	state := sa.key("breaker", "dep", "state")
+	require.NoError(t, sa.client.HSet(ctx, state, "epoch", 5, "open", 0).Err())
+	sa.sync()
+
+	sc := manualStore(t, edgeClient(t, sa.client.(*redis.Client).Options().Addr), Options{Replica: "c"})
+	c := sc.Breaker("dep", policy)
+	require.ErrorIs(t, edgeCall(c, true), errEdge)
+	time.Sleep(3 * openFor) // c's open period passes before its first sync
+	require.Equal(t, resil.StateHalfOpen, c.State())
+	sc.sync()
+	require.True(t, sc.Connected())
+	assert.Equal(t, "1", sa.client.HGet(ctx, state, "open").Val(), "the trip is proposed to the fleet (half-open): trials decide")
+	assert.NotEqual(t, resil.StateClosed, c.State(), "c must not be forced closed without a trial")
+}
+
+// TestFleetReseedClosedKeepsFreshTrip: Redis loses its data; a new
+// replica c trips before its first sync; then a replica that knew epoch 3
+// (closed) reseeds the state closed, in epoch 4. c's trip came before that
+// reseed, but the fleet never served it (it was lost, then reseeded
+// closed): c's first sync must open the fleet.
+func TestFleetReseedClosedKeepsFreshTrip(t *testing.T) {
+	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Hour}
+	sa, _, _, _ := twoReplicas(t, Options{Replica: "a"}, Options{Replica: "b"}, policy)
+	ctx := context.Background()
+	state := sa.key("breaker", "dep", "state")
+	require.NoError(t, sa.client.HSet(ctx, state, "epoch", 3, "open", 0).Err())
+	sa.sync() // a knows epoch 3, closed
+	require.Equal(t, uint64(3), sa.breakers["dep"].epoch)
+
+	require.NoError(t, sa.client.FlushAll(ctx).Err()) // Redis loses its data
+	sc := manualStore(t, edgeClient(t, sa.client.(*redis.Client).Options().Addr), Options{Replica: "c"})
+	c := sc.Breaker("dep", policy)
+	require.ErrorIs(t, edgeCall(c, true), errEdge) // c trips, before its first sync
+	time.Sleep(50 * time.Millisecond)
+	sa.sync() // a reseeds: epoch 4, closed, since = now
+	require.Equal(t, "4", sa.client.HGet(ctx, state, "epoch").Val())
+	sc.sync() // c's first sync: its trip is news to the fleet
+	require.True(t, sc.Connected())
+	assert.Equal(t, "1", sa.client.HGet(ctx, state, "open").Val(), "c's trip must open the reseeded fleet")
+	assert.Equal(t, resil.StateOpen, c.State(), "c's trip stands")
+}
+
+// TestFleetHugeOpenForFirstSyncTrip: with an OpenFor of centuries the
+// breaker's open period saturates on the process clock, so what is left of
+// it says nothing of when the breaker tripped. A fresh trip, made after the
+// fleet's last transition by a replica that has run a while, must open the
+// fleet with the replica's first sync, not be taken for an old one.
+func TestFleetHugeOpenForFirstSyncTrip(t *testing.T) {
+	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Duration(math.MaxInt64)}
+	sa, _, a, _ := twoReplicas(t, Options{Replica: "a"}, Options{Replica: "b"}, policy)
+	ctx := context.Background()
+	time.Sleep(500 * time.Millisecond) // the process has run a while (in production: hours)
+	state := sa.key("breaker", "dep", "state")
+	tm, err := sa.client.Time(ctx).Result()
+	require.NoError(t, err)
+	// The fleet's last transition (a close) was just now.
+	require.NoError(t, sa.client.HSet(ctx, state, "epoch", 5, "open", 0, "since", strconv.FormatInt(tm.UnixMilli(), 10)).Err())
+	sa.sync()
+	require.Equal(t, resil.StateClosed, a.State())
+	time.Sleep(20 * time.Millisecond)
+
+	sc := manualStore(t, edgeClient(t, sa.client.(*redis.Client).Options().Addr), Options{Replica: "c"})
+	c := sc.Breaker("dep", policy)
+	require.ErrorIs(t, edgeCall(c, true), errEdge) // after the fleet's last transition
+	assert.Less(t, sc.breakers["dep"].request().age, int64(1000), "how long ago it tripped, in ms")
+	sc.sync()
+	require.True(t, sc.Connected())
+	assert.Equal(t, "1", sa.client.HGet(ctx, state, "open").Val(), "the fresh trip must open the fleet")
+	assert.Equal(t, resil.StateOpen, c.State())
+}
+
+// TestFleetHugeTrialLeaseOrphanKept: TrialLease is valid at any
+// non-negative value. An orphaned lease is kept for twice TrialLease, which
+// must saturate: wrapped into the past, the orphan would be forgotten
+// before any sync removed it, and the lost acquire would hold the fleet's
+// trial place for the whole lease.
+func TestFleetHugeTrialLeaseOrphanKept(t *testing.T) {
+	srv := StartRedis(t)
+	const openFor = 20 * time.Millisecond
+	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 1}
+	ca := edgeClient(t, srv.Addr())
+	var lose atomic.Bool
+	ca.AddHook(loseAcquireReply{&lose})
+	lease := time.Duration(math.MaxInt64) // "a trial's place is never cut"
+	sa := manualStore(t, ca, Options{Replica: "a", TrialLease: lease})
+	sb := manualStore(t, edgeClient(t, srv.Addr()), Options{Replica: "b", TrialLease: lease})
+	a, b := sa.Breaker("dep", policy), sb.Breaker("dep", policy)
+	sa.sync()
+	sb.sync()
+
+	require.ErrorIs(t, edgeCall(a, true), errEdge)
+	sa.sync()
+	sb.sync()
+	require.Equal(t, resil.StateOpen, b.State())
+	time.Sleep(3 * openFor)
+
+	ctx := context.Background()
+	lose.Store(true)
+	_, err := resil.New[int]().Breaker(a).Run(ctx, func(context.Context) (int, error) {
+		return 0, resil.Permanent(errEdge)
+	})
+	lose.Store(false)
+	require.ErrorIs(t, err, errEdge)
+	trials := sa.key("breaker", "dep", "trials")
+	require.Equal(t, int64(1), sa.client.ZCard(ctx, trials).Val(), "the acquire ran in Redis")
+	assert.Len(t, sa.breakers["dep"].orphans, 1, "the orphan is kept for the syncs")
+
+	for i := 0; !sa.Connected(); i++ {
+		require.Less(t, i, 50)
+		sa.sync()
+	}
+	assert.Zero(t, sa.client.ZCard(ctx, trials).Val(), "the sync gave the orphaned place back")
+	assert.NoError(t, edgeCall(b, false), "another replica's trial gets the place")
 }

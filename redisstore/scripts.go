@@ -12,7 +12,8 @@ import "github.com/redis/go-redis/v9"
 //	state   hash: epoch (a counter bumped by every fleet transition),
 //	        open (0/1), until (end of the open period; open and past it
 //	        means half-open), passed (trials that succeeded this half-open),
-//	        since (when the last transition was made), inc (the state's name)
+//	        since (when the last transition was made; absent when seeded
+//	        closed after a loss), inc (the state's name)
 //	counts  hash: replica -> "epoch successes failures stamp", each
 //	        replica's own window counts as of its last sync
 //	trials  sorted set: half-open trial leases, scored by their expiry
@@ -99,6 +100,12 @@ elseif known > epoch then
 		enter(known + 1, true, left)
 	else
 		enter(known + 1, mine ~= 0, mineOpenMs)
+		if mine == 0 then
+			-- Seeded closed, the state has served no trip: a trip made
+			-- since the loss by a replica yet to sync is still news.
+			redis.call('HDEL', KEYS[1], 'since')
+			since = 0
+		end
 	end
 elseif known == epoch then
 	if (proposal == 1 or proposal == 3) and (not open or now >= till) then
@@ -113,14 +120,16 @@ elseif known == epoch then
 		-- holds a place now: that one decides
 		enter(epoch + 1, false, 0)
 	end
-elseif ARGV[11] == '' and proposal == 1 and not open and now - tonumber(ARGV[12]) >= since then
+elseif ARGV[11] == '' and (proposal == 1 or proposal == 3) and not open and now - tonumber(ARGV[12]) >= since then
 	-- This replica's first sync, behind the fleet's epochs: it tripped on
 	-- its own calls before it knew the fleet's state. The trip is news to
 	-- a closed fleet all the same, if it came after the fleet's last
 	-- transition (ARGV[12]: how long ago it tripped): an older one was
 	-- made before the fleet closed (its first sync may have run, its reply
-	-- lost, and the fleet served that trip already).
-	enter(epoch + 1, true, tonumber(ARGV[6]))
+	-- lost, and the fleet served that trip already). 3: half-open at once.
+	local openMs = 0
+	if proposal == 1 then openMs = tonumber(ARGV[6]) end
+	enter(epoch + 1, true, openMs)
 end
 -- Each report carries its replica's own staleness bound: replicas need
 -- not agree on SyncEvery, and a fast one must not drop a slow one's counts.
