@@ -65,6 +65,30 @@ func twoReplicas(t *testing.T, optsA, optsB Options, policy resil.BreakerPolicy)
 	return sa, sb, a, b
 }
 
+// newReplica starts another manual store ("c" unless opts names it) on the
+// redis-server sa uses, with a breaker "dep" made with policy, not synced
+// yet: a replica joining the fleet.
+func newReplica(t *testing.T, sa *Store, opts Options, policy resil.BreakerPolicy) (*Store, *resil.Breaker) {
+	t.Helper()
+	if opts.Replica == "" {
+		opts.Replica = "c"
+	}
+	sc := manualStore(t, edgeClient(t, sa.client.(*redis.Client).Options().Addr), opts)
+	return sc, sc.Breaker("dep", policy)
+}
+
+// setEpoch puts the fleet's breaker "dep" closed in epoch (a fleet that
+// has lived a while) and has sa adopt it; fields adds more of the state
+// hash's fields and values. It returns the state's key.
+func setEpoch(t *testing.T, sa *Store, epoch int, fields ...any) string {
+	t.Helper()
+	state := sa.key("breaker", "dep", "state")
+	require.NoError(t, sa.client.HSet(context.Background(), state, append([]any{"epoch", epoch, "open", 0}, fields...)...).Err())
+	sa.sync()
+	require.Equal(t, uint64(epoch), sa.breakers["dep"].epoch)
+	return state
+}
+
 func edgeCall(b *resil.Breaker, fail bool) error {
 	_, err := resil.New[int]().Breaker(b).Run(context.Background(), func(context.Context) (int, error) {
 		if fail {
@@ -392,13 +416,10 @@ func TestFleetLostStateLaggingSeedKeepsFleetOpen(t *testing.T) {
 func TestFleetNewReplicaTripOpensFleet(t *testing.T) {
 	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Hour}
 	sa, _, a, _ := twoReplicas(t, Options{}, Options{}, policy)
-	// The fleet has lived a while: closed again after earlier periods.
-	require.NoError(t, sa.client.HSet(context.Background(), sa.key("breaker", "dep", "state"), "epoch", 5, "open", 0).Err())
-	sa.sync()
+	setEpoch(t, sa, 5) // the fleet has lived a while: closed again after earlier periods
 	require.Equal(t, resil.StateClosed, a.State())
 
-	sc := manualStore(t, edgeClient(t, sa.client.(*redis.Client).Options().Addr), Options{})
-	c := sc.Breaker("dep", policy)
+	sc, c := newReplica(t, sa, Options{}, policy)
 	require.ErrorIs(t, edgeCall(c, true), errEdge)
 	require.Equal(t, resil.StateOpen, c.State(), "tripped before its first sync")
 	sc.sync()
@@ -491,13 +512,9 @@ func TestFleetNewReplicaTripOpensFleetOnce(t *testing.T) {
 	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor}
 	sa, _, a, _ := twoReplicas(t, Options{Replica: "a"}, Options{Replica: "b"}, policy)
 	ctx := context.Background()
-	state := sa.key("breaker", "dep", "state")
-	// The fleet has lived a while: closed again after earlier periods.
-	require.NoError(t, sa.client.HSet(ctx, state, "epoch", 5, "open", 0).Err())
-	sa.sync()
+	state := setEpoch(t, sa, 5) // the fleet has lived a while: closed again after earlier periods
 
-	sc := manualStore(t, edgeClient(t, sa.client.(*redis.Client).Options().Addr), Options{Replica: "c"})
-	c := sc.Breaker("dep", policy)
+	sc, c := newReplica(t, sa, Options{}, policy)
 	fc := sc.breakers["dep"]
 	require.ErrorIs(t, edgeCall(c, true), errEdge)
 	require.Equal(t, resil.StateOpen, c.State())
@@ -621,14 +638,10 @@ func TestFleetLostStateSeededOpenStaysOpen(t *testing.T) {
 	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Hour}
 	sa, _, a, _ := twoReplicas(t, Options{Replica: "a"}, Options{Replica: "b"}, policy)
 	ctx := context.Background()
-	state := sa.key("breaker", "dep", "state")
-	require.NoError(t, sa.client.HSet(ctx, state, "epoch", 3, "open", 0).Err())
-	sa.sync() // a knows epoch 3, closed
-	require.Equal(t, uint64(3), sa.breakers["dep"].epoch)
+	state := setEpoch(t, sa, 3) // a knows epoch 3, closed
 
 	require.NoError(t, sa.client.FlushAll(ctx).Err()) // Redis loses its data
-	sc := manualStore(t, edgeClient(t, sa.client.(*redis.Client).Options().Addr), Options{Replica: "c"})
-	c := sc.Breaker("dep", policy)
+	sc, c := newReplica(t, sa, Options{}, policy)
 	require.ErrorIs(t, edgeCall(c, true), errEdge)
 	sc.sync() // c's trip seeds the state again: epoch 1, open
 	require.Equal(t, "1", sa.client.HGet(ctx, state, "open").Val())
@@ -652,12 +665,9 @@ func TestFleetNewReplicaHalfOpenTripProposed(t *testing.T) {
 	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 1}
 	sa, _, _, _ := twoReplicas(t, Options{Replica: "a"}, Options{Replica: "b"}, policy)
 	ctx := context.Background()
-	state := sa.key("breaker", "dep", "state")
-	require.NoError(t, sa.client.HSet(ctx, state, "epoch", 5, "open", 0).Err())
-	sa.sync()
+	state := setEpoch(t, sa, 5)
 
-	sc := manualStore(t, edgeClient(t, sa.client.(*redis.Client).Options().Addr), Options{Replica: "c"})
-	c := sc.Breaker("dep", policy)
+	sc, c := newReplica(t, sa, Options{}, policy)
 	require.ErrorIs(t, edgeCall(c, true), errEdge)
 	time.Sleep(3 * openFor) // c's open period passes before its first sync
 	require.Equal(t, resil.StateHalfOpen, c.State())
@@ -676,14 +686,10 @@ func TestFleetReseedClosedKeepsFreshTrip(t *testing.T) {
 	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Hour}
 	sa, _, _, _ := twoReplicas(t, Options{Replica: "a"}, Options{Replica: "b"}, policy)
 	ctx := context.Background()
-	state := sa.key("breaker", "dep", "state")
-	require.NoError(t, sa.client.HSet(ctx, state, "epoch", 3, "open", 0).Err())
-	sa.sync() // a knows epoch 3, closed
-	require.Equal(t, uint64(3), sa.breakers["dep"].epoch)
+	state := setEpoch(t, sa, 3) // a knows epoch 3, closed
 
 	require.NoError(t, sa.client.FlushAll(ctx).Err()) // Redis loses its data
-	sc := manualStore(t, edgeClient(t, sa.client.(*redis.Client).Options().Addr), Options{Replica: "c"})
-	c := sc.Breaker("dep", policy)
+	sc, c := newReplica(t, sa, Options{}, policy)
 	require.ErrorIs(t, edgeCall(c, true), errEdge) // c trips, before its first sync
 	time.Sleep(50 * time.Millisecond)
 	sa.sync() // a reseeds: epoch 4, closed, since = now
@@ -704,17 +710,13 @@ func TestFleetHugeOpenForFirstSyncTrip(t *testing.T) {
 	sa, _, a, _ := twoReplicas(t, Options{Replica: "a"}, Options{Replica: "b"}, policy)
 	ctx := context.Background()
 	time.Sleep(500 * time.Millisecond) // the process has run a while (in production: hours)
-	state := sa.key("breaker", "dep", "state")
 	tm, err := sa.client.Time(ctx).Result()
 	require.NoError(t, err)
-	// The fleet's last transition (a close) was just now.
-	require.NoError(t, sa.client.HSet(ctx, state, "epoch", 5, "open", 0, "since", strconv.FormatInt(tm.UnixMilli(), 10)).Err())
-	sa.sync()
+	state := setEpoch(t, sa, 5, "since", strconv.FormatInt(tm.UnixMilli(), 10)) // its last transition (a close) was just now
 	require.Equal(t, resil.StateClosed, a.State())
 	time.Sleep(20 * time.Millisecond)
 
-	sc := manualStore(t, edgeClient(t, sa.client.(*redis.Client).Options().Addr), Options{Replica: "c"})
-	c := sc.Breaker("dep", policy)
+	sc, c := newReplica(t, sa, Options{}, policy)
 	require.ErrorIs(t, edgeCall(c, true), errEdge) // after the fleet's last transition
 	assert.Less(t, sc.breakers["dep"].request().age, int64(1000), "how long ago it tripped, in ms")
 	sc.sync()
