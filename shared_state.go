@@ -116,6 +116,11 @@ type BreakerSnapshot struct {
 	Successes, Failures uint64
 	// Remaining is what is left of the open period (zero unless open).
 	Remaining time.Duration
+	// Trips counts the times the breaker opened on its own failures (a
+	// trip, a failed half-open trial) since it was made, the one that
+	// made State included: each Tripped call comes after its trip is
+	// counted here. Opens by Force do not count.
+	Trips uint64
 }
 
 // BreakerLink is how a share's background work drives a breaker made by
@@ -175,7 +180,7 @@ func (l BreakerLink) Snapshot() BreakerSnapshot {
 		b.leave(tail, tr)
 	}
 	w := b.word.Load()
-	s := BreakerSnapshot{State: BreakerState(w & stateMask), Gen: w >> genShift}
+	s := BreakerSnapshot{State: BreakerState(w & stateMask), Gen: w >> genShift, Trips: b.trips}
 	if s.State == StateOpen {
 		s.Remaining = time.Duration(max(b.openUntil.Load()-now, 0))
 	}

@@ -179,10 +179,11 @@ type Breaker struct {
 	defaultIf     bool // FailureIf was nil: see classify
 	onChange      func(from, to BreakerState)
 	ring          [windowBuckets]bucket
-	cur           int64 // absolute index of the newest bucket
-	lastFold      int64 // clock() of the last fold
-	trials        int   // half-open trials admitted and not given back
-	passed        int   // half-open trials that succeeded
+	cur           int64  // absolute index of the newest bucket
+	lastFold      int64  // clock() of the last fold
+	trials        int    // half-open trials admitted and not given back
+	passed        int    // half-open trials that succeeded
+	trips         uint64 // opens on the breaker's own failures (trips, failed trials): see BreakerSnapshot.Trips
 	queue         []transition
 	linkTail      int          // of queue's last entries, how many a BreakerLink queued (at most len(queue))
 	linkSeen      []transition // a BreakerLink's transitions that no call has reported to its pipeline yet (see takeLinkSeen)
@@ -631,6 +632,7 @@ func (b *Breaker) failClosed(gen uint64) (transition, bool) {
 	tripped := ok+fail >= b.minCalls && float64(fail)/float64(ok+fail) >= b.ratio
 	if tripped {
 		tr = b.setState(StateOpen, now)
+		b.trips++
 	}
 	b.mu.Unlock()
 	if tripped {
@@ -797,6 +799,7 @@ func (b *Breaker) settleTrial(t ticket, o outcome) (transition, bool) {
 		}
 	case failure:
 		tr, changed = b.setState(StateOpen, clock()), true
+		b.trips++
 	default:
 		b.trials--
 	}
