@@ -32,7 +32,6 @@ type fleetBreaker struct {
 	openFor  int64 // ms
 	halfOpen int64
 	seq      atomic.Uint64 // for lease ids
-	trips    atomic.Uint64 // Tripped calls
 	tripAt   atomic.Int64  // when Tripped was last called, in monotonic time (see mono); 0: never
 
 	mu      sync.Mutex
@@ -40,7 +39,7 @@ type fleetBreaker struct {
 	inc     string  // the name of the fleet's state as last adopted: it changes when Redis loses it
 	synced  uint64  // the breaker's generation after the last adoption
 	version uint64  // bumped when a trial moves the epoch, voiding a sync in flight
-	tripped uint64  // trips as of the last adoption: those since are the breaker's own
+	tripped uint64  // the breaker's own trips (BreakerSnapshot.Trips) the fleet knows of: those beyond are news
 	leases  []lease // trial places held
 	// orphans are leases whose acquire failed without an answer (a
 	// timeout, a lost connection): the script may have run, or may still
@@ -75,14 +74,13 @@ type syncRequest struct {
 	trips    uint64
 	proposal int      // 0 none, 1 open, 2 closed, 3 open and already half-open
 	release  []string // orphaned lease ids to remove (see fleetBreaker.orphans)
-	age      int64    // ms since the breaker last tripped, with proposal 1 or 3; 0 if unknown
+	age      int64    // ms since the breaker last tripped, with proposal 1 or 3 (0 if unknown); else -1
 }
 
 // Tripped wakes the sync goroutine, so that the trip reaches the fleet in
 // one round trip rather than at the next tick.
 func (fb *fleetBreaker) Tripped() {
 	fb.tripAt.Store(mono())
-	fb.trips.Add(1)
 	fb.s.wake()
 }
 
@@ -177,6 +175,7 @@ func (fb *fleetBreaker) SettleTrial(o resil.TrialOutcome) resil.ShareAnswer {
 		return resil.ShareNo // the fleet has left this half-open period
 	}
 	if !fb.s.available() {
+		fb.orphan(l.id, time.Now()) // not settled: the syncs give its place back
 		return resil.ShareUnavailable
 	}
 	outcome := 3
@@ -191,6 +190,10 @@ func (fb *fleetBreaker) SettleTrial(o resil.TrialOutcome) resil.ShareAnswer {
 			l.epoch, l.id, outcome, fb.halfOpen, fb.openFor).Int64Slice()
 	})
 	if err != nil || len(res) != 2 {
+		// The settle may not have run: the syncs give the place back (a
+		// removal after it ran finds nothing).
+		fb.orphan(l.id, time.Now())
+		fb.s.wake()
 		return resil.ShareUnavailable
 	}
 	switch res[0] {
@@ -210,10 +213,15 @@ func (fb *fleetBreaker) SettleTrial(o resil.TrialOutcome) resil.ShareAnswer {
 		fb.mu.Lock()
 		if fb.epoch == l.epoch {
 			// This settle moved the fleet (closed it, or reopened it):
-			// the breaker makes the same transition itself on return.
+			// the breaker makes the same transition itself on return,
+			// and a reopen counts as a trip of its own, which the fleet
+			// has heard of.
 			fb.epoch = epoch
 			fb.version++
 			fb.leases = nil
+			if outcome == 2 {
+				fb.tripped++
+			}
 		}
 		fb.mu.Unlock()
 	}
@@ -229,27 +237,38 @@ func (fb *fleetBreaker) request() syncRequest {
 	snap := fb.link.Snapshot()
 	fb.mu.Lock()
 	defer fb.mu.Unlock()
-	r := syncRequest{snap: snap, epoch: fb.epoch, inc: fb.inc, version: fb.version, trips: fb.trips.Load(), release: fb.releases(time.Now())}
+	r := syncRequest{snap: snap, epoch: fb.epoch, inc: fb.inc, version: fb.version, trips: snap.Trips, release: fb.releases(time.Now()), age: -1}
+	// A trip of its own the fleet has not heard of: the snapshot counts
+	// the breaker's trips with its state, so one made as the snapshot is
+	// taken is in both or neither.
+	news := snap.Trips > fb.tripped
 	if snap.Gen != fb.synced {
 		switch snap.State {
 		case resil.StateOpen:
-			r.proposal = 1
+			// Open by a trip (or a failed trial) of its own: a failed
+			// trial the fleet settled, and reopened itself, is not news.
+			if news {
+				r.proposal = 1
+			}
 		case resil.StateClosed:
 			r.proposal = 2
 		case resil.StateHalfOpen:
 			// Half-open by its own open period's end, after a trip of its
-			// own since the last adoption (Redis was down, or OpenFor is
-			// shorter than the sync took): the trip is still news to the
-			// fleet, which goes half-open too, so that trials decide
+			// own the fleet has not heard of (Redis was down, or OpenFor
+			// is shorter than the sync took): the trip is still news to
+			// the fleet, which goes half-open too, so that trials decide
 			// before anyone closes. Half-open after an open period the
 			// fleet gave it, it has nothing to propose.
-			if r.trips != fb.tripped {
+			if news {
 				r.proposal = 3
 			}
 		}
 	}
-	if at := fb.tripAt.Load(); at != 0 && (r.proposal == 1 || r.proposal == 3) {
-		r.age = (mono() - at) / int64(time.Millisecond)
+	if r.proposal == 1 || r.proposal == 3 {
+		r.age = 0 // unknown: taken as just now
+		if at := fb.tripAt.Load(); at != 0 {
+			r.age = (mono() - at) / int64(time.Millisecond)
+		}
 	}
 	return r
 }
@@ -363,7 +382,10 @@ func (fb *fleetBreaker) adopt(r syncRequest, cmd *redis.Cmd) {
 		if moved {
 			fb.leases = nil
 		}
-		fb.epoch, fb.inc, fb.synced, fb.tripped = epoch, inc, gen, r.trips
+		// max: a settle that reopened the fleet may have counted the trip
+		// the breaker makes on its return (see SettleTrial) before this
+		// snapshot could.
+		fb.epoch, fb.inc, fb.synced, fb.tripped = epoch, inc, gen, max(fb.tripped, r.trips)
 	}
 	fb.mu.Unlock()
 	fb.link.SetFleet(gen, uint64(max(v[3], 0)), uint64(max(v[4], 0)))

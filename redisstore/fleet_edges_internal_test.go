@@ -768,3 +768,159 @@ func TestFleetHugeTrialLeaseOrphanKept(t *testing.T) {
 	assert.Zero(t, sa.client.ZCard(ctx, trials).Val(), "the sync gave the orphaned place back")
 	assert.NoError(t, edgeCall(b, false), "another replica's trial gets the place")
 }
+
+// TestFleetSettledFailureNotReproposed: a's half-open trial fails and its
+// settle reopens the fleet (epoch 2) in Redis: the fleet heard of it. The
+// breaker reopens locally and calls Tripped, as for every failed trial.
+// When a's next sync comes after the open period, a is half-open: it must
+// propose nothing, not move the fleet (already half-open in epoch 2) to a
+// new epoch, which would wipe the trial place b holds.
+func TestFleetSettledFailureNotReproposed(t *testing.T) {
+	const openFor = 50 * time.Millisecond
+	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 1}
+	sa, sb, a, b := twoReplicas(t, Options{Replica: "a"}, Options{Replica: "b"}, policy)
+	ctx := context.Background()
+	state := sa.key("breaker", "dep", "state")
+	trials := sa.key("breaker", "dep", "trials")
+
+	require.ErrorIs(t, edgeCall(a, true), errEdge)
+	sa.sync() // epoch 1, open
+	sb.sync()
+	require.Equal(t, resil.StateOpen, b.State())
+	time.Sleep(3 * openFor)
+
+	require.ErrorIs(t, edgeCall(a, true), errEdge, "a's trial fails: settle reopens the fleet")
+	require.Equal(t, "2", sa.client.HGet(ctx, state, "epoch").Val())
+	require.Equal(t, resil.StateOpen, a.State())
+	time.Sleep(3 * openFor) // epoch 2's open period passes (a's sync is late)
+
+	sb.sync() // b adopts epoch 2, half-open
+	require.Equal(t, resil.StateHalfOpen, b.State())
+	require.Equal(t, resil.ShareYes, sb.breakers["dep"].AcquireTrial(), "b takes the fleet's one trial place")
+
+	sa.sync() // a's first sync since its settled failure
+	require.True(t, sa.Connected())
+	assert.Equal(t, "2", sa.client.HGet(ctx, state, "epoch").Val(), "the fleet already served a's failed trial; nothing to propose")
+	assert.Equal(t, int64(1), sa.client.ZCard(ctx, trials).Val(), "b's trial place must survive")
+	assert.Equal(t, resil.ShareNo, sa.breakers["dep"].AcquireTrial(), "HalfOpenCalls 1: b holds the place")
+}
+
+// TestFleetLaggingReplicaDoesNotReopenRecoveredFleet: Redis loses the
+// fleet's state (open in epoch 1). a reseeds it open (epoch 2, new name),
+// its period passes and a's trial closes it (epoch 3). b, open in the lost
+// period and half-open by now with no trip of its own, syncs for the first
+// time since the loss, knowing the lost state's name: the recovered fleet
+// must not be sent back to trials by a period it already served.
+func TestFleetLaggingReplicaDoesNotReopenRecoveredFleet(t *testing.T) {
+	const openFor = 50 * time.Millisecond
+	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 1}
+	sa, sb, a, b := twoReplicas(t, Options{Replica: "a"}, Options{Replica: "b"}, policy)
+	ctx := context.Background()
+	state := sa.key("breaker", "dep", "state")
+
+	require.ErrorIs(t, edgeCall(a, true), errEdge)
+	sa.sync() // epoch 1: open
+	sb.sync() // b adopts it
+	require.Equal(t, resil.StateOpen, b.State())
+
+	require.NoError(t, sa.client.FlushAll(ctx).Err()) // Redis loses its data
+	sa.sync()                                         // a reseeds: epoch 2, open for what is left of its period
+	require.Equal(t, "1", sa.client.HGet(ctx, state, "open").Val())
+	time.Sleep(3 * openFor)
+	require.NoError(t, edgeCall(a, false), "a's trial closes the reseeded fleet")
+	require.Equal(t, resil.StateClosed, a.State())
+	require.Equal(t, "0", sa.client.HGet(ctx, state, "open").Val(), "the fleet recovered")
+	epoch := sa.client.HGet(ctx, state, "epoch").Val()
+
+	require.Equal(t, resil.StateHalfOpen, b.State(), "b: half-open by the lost period's end, no trip of its own")
+	sb.sync()
+	require.True(t, sb.Connected())
+	assert.Equal(t, "0", sa.client.HGet(ctx, state, "open").Val(), "a recovered fleet must not be reopened by a period it served")
+	assert.Equal(t, epoch, sa.client.HGet(ctx, state, "epoch").Val())
+	sa.sync()
+	assert.Equal(t, resil.StateClosed, a.State())
+}
+
+// TestFleetUnsettledLeaseGivenBack: a's trial holds the fleet's one trial
+// place; while it runs, a round trip of a's store fails (here a limiter
+// call whose reply is lost), so the store is unavailable when the trial
+// ends (ignored outcome) and SettleTrial cannot ask Redis. The lease is
+// orphaned like a timed-out acquire's: the next sync gives the place back,
+// so another replica's trial need not wait for TrialLease (10s).
+func TestFleetUnsettledLeaseGivenBack(t *testing.T) {
+	srv := StartRedis(t)
+	const openFor = 20 * time.Millisecond
+	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 1}
+	ca := edgeClient(t, srv.Addr())
+	var lose atomic.Bool
+	ca.AddHook(loseAcquireReply{&lose})
+	sa := manualStore(t, ca, Options{Replica: "a"})
+	sb := manualStore(t, edgeClient(t, srv.Addr()), Options{Replica: "b"})
+	a, b := sa.Breaker("dep", policy), sb.Breaker("dep", policy)
+	quota := sa.RateLimiter("quota", resil.RateLimitPolicy{Rate: 1000})
+	sa.sync()
+	sb.sync()
+
+	require.ErrorIs(t, edgeCall(a, true), errEdge)
+	sa.sync()
+	sb.sync()
+	require.Equal(t, resil.StateOpen, b.State())
+	time.Sleep(3 * openFor)
+
+	ctx := context.Background()
+	_, err := resil.New[int]().Breaker(a).Run(ctx, func(context.Context) (int, error) {
+		lose.Store(true)
+		_, _ = resil.New[int]().RateLimit(quota).Run(ctx, func(context.Context) (int, error) { return 0, nil })
+		lose.Store(false)
+		require.False(t, sa.Connected(), "a round trip failed during the trial")
+		return 0, resil.Permanent(errEdge) // an ignored trial: its place goes back
+	})
+	require.ErrorIs(t, err, errEdge)
+	for i := 0; !sa.Connected(); i++ {
+		require.Less(t, i, 50)
+		sa.sync()
+	}
+	trials := sa.key("breaker", "dep", "trials")
+	assert.Zero(t, sa.client.ZCard(ctx, trials).Val(), "a's ignored trial gave its place back")
+	sb.sync()
+	assert.NoError(t, edgeCall(b, false), "another replica's trial gets the place")
+}
+
+// TestFleetTripDuringRequestProposed: a trip that lands while a sync's
+// request is being made (here: while request waits for fb.mu, after its
+// snapshot) is either in that request or in the next one: when the next
+// sync finds the breaker half-open (its OpenFor passed: Redis down
+// meanwhile, or a short OpenFor), it proposes the trip, and the closed
+// fleet does not force the breaker closed without a trial.
+func TestFleetTripDuringRequestProposed(t *testing.T) {
+	const openFor = 20 * time.Millisecond
+	srv := StartRedis(t)
+	s := manualStore(t, edgeClient(t, srv.Addr()), Options{Replica: "a"})
+	b := s.Breaker("dep", resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 1})
+	s.sync()
+	fb := s.breakers["dep"]
+	ctx := context.Background()
+
+	fb.mu.Lock() // request() blocks after its Snapshot
+	got := make(chan syncRequest)
+	go func() { got <- fb.request() }()
+	time.Sleep(50 * time.Millisecond)              // real time: request() has taken its snapshot
+	require.ErrorIs(t, edgeCall(b, true), errEdge) // the trip lands after the snapshot
+	require.Equal(t, resil.StateOpen, b.State())
+	fb.mu.Unlock()
+	r := <-got
+	require.Equal(t, resil.StateClosed, r.snap.State)
+
+	pipe := s.client.Pipeline() // that sync's round trip
+	cmd := fb.syncCmd(ctx, pipe, r)
+	_, err := pipe.Exec(ctx)
+	require.NoError(t, err)
+	fb.adopt(r, cmd)
+
+	time.Sleep(3 * openFor) // the breaker's own open period passes before the next sync
+	require.Equal(t, resil.StateHalfOpen, b.State())
+	s.sync()
+	require.True(t, s.Connected())
+	assert.NotEqual(t, resil.StateClosed, b.State(), "closed without a single trial")
+	assert.Equal(t, "1", s.client.HGet(ctx, s.key("breaker", "dep", "state"), "open").Val(), "the trip was proposed to the fleet")
+}

@@ -34,7 +34,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 // stale (counts older than this are dropped),
 // ttl (of the keys), the replica's state (0 closed, 1 open, 2 half-open),
 // what is left of its open period, the name of the state it knew ("" for
-// none yet), how long ago it tripped (with proposal 1)
+// none yet), how long ago it tripped (ms, with proposal 1 or 3; else -1)
 // Returns: {epoch, open, remaining open ms, successes, failures, the
 // state's name}
 var syncScript = redis.NewScript(timeLua + `
@@ -66,6 +66,13 @@ local function othersTrial()
 	return false
 end
 local mine = tonumber(ARGV[9])
+-- fresh reports whether this replica proposes a trip of its own made after
+-- the fleet's last transition (ARGV[12]: how long ago it tripped, -1 for no
+-- trip proposed).
+local function fresh()
+	local age = tonumber(ARGV[12])
+	return age >= 0 and now - age >= since
+end
 -- enter makes e the fleet's epoch and puts it in a new state: open for
 -- openMs from now (0: half-open at once), or closed; trial places clear.
 local function enter(e, isOpen, openMs)
@@ -84,8 +91,11 @@ if mine == 1 then mineOpenMs = tonumber(ARGV[10]) end
 if known <= epoch and ARGV[11] ~= '' and ARGV[11] ~= inc then
 	-- The state was lost since this replica last synced, and another
 	-- replica seeded it again, knowing less than this one may: an open
-	-- period of this one's is news to a closed fleet, as a trip is.
-	if mine ~= 0 and not open then
+	-- period of this one's is news to a fleet seeded closed, as a trip is,
+	-- unless the fleet has made a transition since (it has served a trip
+	-- and recovered, or seeded open and closed again): then only a trip
+	-- of this one's made after it is.
+	if mine ~= 0 and not open and (since == 0 or fresh()) then
 		enter(epoch + 1, true, mineOpenMs)
 	end
 elseif known > epoch then
@@ -98,14 +108,22 @@ elseif known > epoch then
 		local left = math.max(till - now, 0)
 		if mine == 1 then left = math.max(left, mineOpenMs) end
 		enter(known + 1, true, left)
+	elseif mine ~= 0 and (since == 0 or fresh()) then
+		enter(known + 1, true, mineOpenMs)
 	else
-		enter(known + 1, mine ~= 0, mineOpenMs)
-		if mine == 0 then
-			-- Seeded closed, the state has served no trip: a trip made
-			-- since the loss by a replica yet to sync is still news.
+		-- Closed it stays (this replica is closed, or its open period is
+		-- one the fleet has served since the loss), in a new epoch. Its
+		-- last transition is what it was: none since the loss when the
+		-- state was seeded closed, so that a trip made since by a replica
+		-- yet to sync is still news.
+		local was = since
+		enter(known + 1, false, 0)
+		if was == 0 then
 			redis.call('HDEL', KEYS[1], 'since')
-			since = 0
+		else
+			redis.call('HSET', KEYS[1], 'since', was)
 		end
+		since = was
 	end
 elseif known == epoch then
 	if (proposal == 1 or proposal == 3) and (not open or now >= till) then
@@ -120,7 +138,7 @@ elseif known == epoch then
 		-- holds a place now: that one decides
 		enter(epoch + 1, false, 0)
 	end
-elseif ARGV[11] == '' and (proposal == 1 or proposal == 3) and not open and now - tonumber(ARGV[12]) >= since then
+elseif ARGV[11] == '' and (proposal == 1 or proposal == 3) and not open and fresh() then
 	-- This replica's first sync, behind the fleet's epochs: it tripped on
 	-- its own calls before it knew the fleet's state. The trip is news to
 	-- a closed fleet all the same, if it came after the fleet's last
