@@ -452,21 +452,24 @@ func (h loseAcquireReply) ProcessPipelineHook(next redis.ProcessPipelineHook) re
 	return next
 }
 
-// TestFleetTimedOutAcquireGivesPlaceBack: an AcquireTrial whose reply is
-// lost (a timeout after the script ran) leaves a lease in Redis that the
-// replica will never settle: its breaker decided alone. The replica's
-// next sync removes it, so the fleet's trial place is free for another
-// replica at once, not only when the lease expires (TrialLease, 10s here).
-func TestFleetTimedOutAcquireGivesPlaceBack(t *testing.T) {
+// halfOpenFleet starts a redis-server and two manual stores on it ("a",
+// whose client loses single commands' replies while lose is set, and "b",
+// both with opts but for the name), each with a breaker "dep" (MinCalls 1,
+// OpenFor 20ms, HalfOpenCalls 1); a trips, the fleet opens, and its open
+// period passes: the fleet is half-open when it returns.
+func halfOpenFleet(t *testing.T, opts Options) (sa, sb *Store, a, b *resil.Breaker, lose *atomic.Bool) {
+	t.Helper()
 	srv := StartRedis(t)
 	const openFor = 20 * time.Millisecond
 	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 1}
 	ca := edgeClient(t, srv.Addr())
-	var lose atomic.Bool
-	ca.AddHook(loseAcquireReply{&lose})
-	sa := manualStore(t, ca, Options{Replica: "a"})
-	sb := manualStore(t, edgeClient(t, srv.Addr()), Options{Replica: "b"})
-	a, b := sa.Breaker("dep", policy), sb.Breaker("dep", policy)
+	lose = new(atomic.Bool)
+	ca.AddHook(loseAcquireReply{lose})
+	optsA, optsB := opts, opts
+	optsA.Replica, optsB.Replica = "a", "b"
+	sa = manualStore(t, ca, optsA)
+	sb = manualStore(t, edgeClient(t, srv.Addr()), optsB)
+	a, b = sa.Breaker("dep", policy), sb.Breaker("dep", policy)
 	sa.sync()
 	sb.sync()
 
@@ -475,6 +478,16 @@ func TestFleetTimedOutAcquireGivesPlaceBack(t *testing.T) {
 	sb.sync()
 	require.Equal(t, resil.StateOpen, b.State())
 	time.Sleep(3 * openFor) // real time: the breakers' and Redis's clocks are real; only a lower bound matters
+	return sa, sb, a, b, lose
+}
+
+// TestFleetTimedOutAcquireGivesPlaceBack: an AcquireTrial whose reply is
+// lost (a timeout after the script ran) leaves a lease in Redis that the
+// replica will never settle: its breaker decided alone. The replica's
+// next sync removes it, so the fleet's trial place is free for another
+// replica at once, not only when the lease expires (TrialLease, 10s here).
+func TestFleetTimedOutAcquireGivesPlaceBack(t *testing.T) {
+	sa, _, a, b, lose := halfOpenFleet(t, Options{})
 
 	ctx := context.Background()
 	lose.Store(true)
@@ -731,24 +744,7 @@ func TestFleetHugeOpenForFirstSyncTrip(t *testing.T) {
 // before any sync removed it, and the lost acquire would hold the fleet's
 // trial place for the whole lease.
 func TestFleetHugeTrialLeaseOrphanKept(t *testing.T) {
-	srv := StartRedis(t)
-	const openFor = 20 * time.Millisecond
-	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 1}
-	ca := edgeClient(t, srv.Addr())
-	var lose atomic.Bool
-	ca.AddHook(loseAcquireReply{&lose})
-	lease := time.Duration(math.MaxInt64) // "a trial's place is never cut"
-	sa := manualStore(t, ca, Options{Replica: "a", TrialLease: lease})
-	sb := manualStore(t, edgeClient(t, srv.Addr()), Options{Replica: "b", TrialLease: lease})
-	a, b := sa.Breaker("dep", policy), sb.Breaker("dep", policy)
-	sa.sync()
-	sb.sync()
-
-	require.ErrorIs(t, edgeCall(a, true), errEdge)
-	sa.sync()
-	sb.sync()
-	require.Equal(t, resil.StateOpen, b.State())
-	time.Sleep(3 * openFor)
+	sa, _, a, b, lose := halfOpenFleet(t, Options{TrialLease: time.Duration(math.MaxInt64)}) // "a trial's place is never cut"
 
 	ctx := context.Background()
 	lose.Store(true)
@@ -848,24 +844,8 @@ func TestFleetLaggingReplicaDoesNotReopenRecoveredFleet(t *testing.T) {
 // orphaned like a timed-out acquire's: the next sync gives the place back,
 // so another replica's trial need not wait for TrialLease (10s).
 func TestFleetUnsettledLeaseGivenBack(t *testing.T) {
-	srv := StartRedis(t)
-	const openFor = 20 * time.Millisecond
-	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 1}
-	ca := edgeClient(t, srv.Addr())
-	var lose atomic.Bool
-	ca.AddHook(loseAcquireReply{&lose})
-	sa := manualStore(t, ca, Options{Replica: "a"})
-	sb := manualStore(t, edgeClient(t, srv.Addr()), Options{Replica: "b"})
-	a, b := sa.Breaker("dep", policy), sb.Breaker("dep", policy)
+	sa, sb, a, b, lose := halfOpenFleet(t, Options{})
 	quota := sa.RateLimiter("quota", resil.RateLimitPolicy{Rate: 1000})
-	sa.sync()
-	sb.sync()
-
-	require.ErrorIs(t, edgeCall(a, true), errEdge)
-	sa.sync()
-	sb.sync()
-	require.Equal(t, resil.StateOpen, b.State())
-	time.Sleep(3 * openFor)
 
 	ctx := context.Background()
 	_, err := resil.New[int]().Breaker(a).Run(ctx, func(context.Context) (int, error) {
