@@ -30,6 +30,7 @@ package resilhttp
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -190,6 +191,14 @@ func (c *call) end(resp *http.Response, err error) (*http.Response, error) {
 		}
 		if resp == nil {
 			err = asTimeout(err, c.Err())
+			var rh tls.RecordHeaderError
+			if c.Err() == nil && errors.As(err, &rh) {
+				// An https request answered in plain HTTP: http.Client
+				// reports http.ErrSchemeMismatch only for the bare value
+				// (a type assertion), as Base returned it. It is permanent:
+				// one attempt was made, and its marks say nothing more.
+				err = rh
+			}
 		}
 	} else if resp == nil {
 		err = errNilResponse
