@@ -121,6 +121,10 @@ type BreakerSnapshot struct {
 	// made State included: each Tripped call comes after its trip is
 	// counted here. Opens by Force do not count.
 	Trips uint64
+	// SinceTrip is how long ago the last of Trips was made (zero when
+	// Trips is): taken with Trips, so a share can time the trip it
+	// proposes even when its Tripped call has not come yet.
+	SinceTrip time.Duration
 }
 
 // BreakerLink is how a share's background work drives a breaker made by
@@ -181,6 +185,9 @@ func (l BreakerLink) Snapshot() BreakerSnapshot {
 	}
 	w := b.word.Load()
 	s := BreakerSnapshot{State: BreakerState(w & stateMask), Gen: w >> genShift, Trips: b.trips}
+	if b.trips > 0 {
+		s.SinceTrip = time.Duration(max(now-b.tripAt, 0))
+	}
 	if s.State == StateOpen {
 		s.Remaining = time.Duration(max(b.openUntil.Load()-now, 0))
 	}

@@ -35,15 +35,21 @@ func TestSharedBreakerSnapshotTrips(t *testing.T) {
 		p := resil.New[int]().Breaker(b)
 		fail := func(context.Context) (int, error) { return 0, errors.New("down") }
 		ok := func(context.Context) (int, error) { return 1, nil }
-		assert.Zero(t, link.Snapshot().Trips)
+		s := link.Snapshot()
+		assert.Zero(t, s.Trips)
+		assert.Zero(t, s.SinceTrip)
 
 		_, _ = p.Run(t.Context(), fail) // a trip
-		s := link.Snapshot()
+		time.Sleep(300 * time.Millisecond)
+		s = link.Snapshot()
 		assert.Equal(t, resil.StateOpen, s.State)
 		assert.Equal(t, uint64(1), s.Trips)
-		time.Sleep(time.Second)
+		assert.Equal(t, 300*time.Millisecond, s.SinceTrip)
+		time.Sleep(700 * time.Millisecond)
 		_, _ = p.Run(t.Context(), fail) // a failed trial
-		assert.Equal(t, uint64(2), link.Snapshot().Trips)
+		s = link.Snapshot()
+		assert.Equal(t, uint64(2), s.Trips)
+		assert.Zero(t, s.SinceTrip)
 		time.Sleep(time.Second)
 		_, err := p.Run(t.Context(), ok) // a trial that closes it
 		require.NoError(t, err)
@@ -51,7 +57,9 @@ func TestSharedBreakerSnapshotTrips(t *testing.T) {
 		require.Equal(t, resil.StateClosed, s.State)
 		_, forced := link.Force(s.Gen, resil.StateOpen, time.Second)
 		require.True(t, forced)
-		assert.Equal(t, uint64(2), link.Snapshot().Trips, "an open by Force is not a trip of its own")
+		s = link.Snapshot()
+		assert.Equal(t, uint64(2), s.Trips, "an open by Force is not a trip of its own")
+		assert.Equal(t, time.Second, s.SinceTrip, "timed from the failed trial")
 		assert.Equal(t, []uint64{1, 2}, share.seen, "each Tripped call sees its trip counted")
 	})
 }

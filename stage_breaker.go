@@ -184,6 +184,7 @@ type Breaker struct {
 	trials        int    // half-open trials admitted and not given back
 	passed        int    // half-open trials that succeeded
 	trips         uint64 // opens on the breaker's own failures (trips, failed trials): see BreakerSnapshot.Trips
+	tripAt        int64  // clock() of the last of them
 	queue         []transition
 	linkTail      int          // of queue's last entries, how many a BreakerLink queued (at most len(queue))
 	linkSeen      []transition // a BreakerLink's transitions that no call has reported to its pipeline yet (see takeLinkSeen)
@@ -632,7 +633,7 @@ func (b *Breaker) failClosed(gen uint64) (transition, bool) {
 	tripped := ok+fail >= b.minCalls && float64(fail)/float64(ok+fail) >= b.ratio
 	if tripped {
 		tr = b.setState(StateOpen, now)
-		b.trips++
+		b.trips, b.tripAt = b.trips+1, now
 	}
 	b.mu.Unlock()
 	if tripped {
@@ -798,8 +799,9 @@ func (b *Breaker) settleTrial(t ticket, o outcome) (transition, bool) {
 			tr, changed = b.setState(StateClosed, clock()), true
 		}
 	case failure:
-		tr, changed = b.setState(StateOpen, clock()), true
-		b.trips++
+		now := clock()
+		tr, changed = b.setState(StateOpen, now), true
+		b.trips, b.tripAt = b.trips+1, now
 	default:
 		b.trials--
 	}
