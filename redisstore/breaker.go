@@ -32,7 +32,6 @@ type fleetBreaker struct {
 	openFor  int64 // ms
 	halfOpen int64
 	seq      atomic.Uint64 // for lease ids
-	tripAt   atomic.Int64  // when Tripped was last called, in monotonic time (see mono); 0: never
 
 	mu      sync.Mutex
 	epoch   uint64  // the fleet's epoch as last adopted
@@ -74,22 +73,14 @@ type syncRequest struct {
 	trips    uint64
 	proposal int      // 0 none, 1 open, 2 closed, 3 open and already half-open
 	release  []string // orphaned lease ids to remove (see fleetBreaker.orphans)
-	age      int64    // ms since the breaker last tripped, with proposal 1 or 3 (0 if unknown); else -1
+	age      int64    // ms since the breaker last tripped, with proposal 1 or 3; else -1
 }
 
 // Tripped wakes the sync goroutine, so that the trip reaches the fleet in
 // one round trip rather than at the next tick.
 func (fb *fleetBreaker) Tripped() {
-	fb.tripAt.Store(mono())
 	fb.s.wake()
 }
-
-// monoBase is what mono counts from.
-var monoBase = time.Now()
-
-// mono returns the time on the process's monotonic clock, in nanoseconds
-// since monoBase, and at least 1.
-func mono() int64 { return max(int64(time.Since(monoBase)), 1) }
 
 // AcquireTrial takes a fleet-wide trial place with a lease in Redis: one
 // round trip, bounded by Options.Timeout. Without Redis, the breaker
@@ -265,10 +256,7 @@ func (fb *fleetBreaker) request() syncRequest {
 		}
 	}
 	if r.proposal == 1 || r.proposal == 3 {
-		r.age = 0 // unknown: taken as just now
-		if at := fb.tripAt.Load(); at != 0 {
-			r.age = (mono() - at) / int64(time.Millisecond)
-		}
+		r.age = snap.SinceTrip.Milliseconds() // timed with the count: the trip proposed
 	}
 	return r
 }
@@ -330,11 +318,25 @@ func (fb *fleetBreaker) adopt(r syncRequest, cmd *redis.Cmd) {
 		return
 	}
 	epoch, open, remaining := uint64(v[0]), v[1] == 1, fromMs(v[2])
+	// fb.mu is held from the version check to the update, Force included
+	// (the breaker never calls its share with its own lock held, so this
+	// order is safe): a settle that moves the epoch comes wholly before
+	// (voiding this reply) or after (seeing this adoption), never between
+	// a check and a Force that would undo the transition it expects.
 	fb.mu.Lock()
-	current := fb.version == r.version
+	gen, ok := fb.apply(r, epoch, inc, open, remaining)
 	fb.mu.Unlock()
-	if !current {
-		return // a trial moved the epoch meanwhile; the next sync starts from there
+	if ok {
+		fb.link.SetFleet(gen, uint64(max(v[3], 0)), uint64(max(v[4], 0)))
+	}
+}
+
+// apply makes the breaker take the fleet's state from a sync's reply, and
+// records it as adopted; it returns the breaker's generation after, and
+// whether the reply was applied. fb.mu must be held.
+func (fb *fleetBreaker) apply(r syncRequest, epoch uint64, inc string, open bool, remaining time.Duration) (uint64, bool) {
+	if fb.version != r.version {
+		return 0, false // a trial moved the epoch meanwhile; the next sync starts from there
 	}
 	moved := epoch != r.epoch || inc != r.inc // another state's epochs are another count
 	local := r.snap.State
@@ -363,7 +365,7 @@ func (fb *fleetBreaker) adopt(r syncRequest, cmd *redis.Cmd) {
 			// (dropped if the fleet has left it, and the fleet's state
 			// adopted then), never against this reply's. Its transition
 			// cleared the fleet's counts it held.
-			return
+			return 0, false
 		}
 		gen = g
 	} else if moved && local == resil.StateClosed {
@@ -373,20 +375,16 @@ func (fb *fleetBreaker) adopt(r syncRequest, cmd *redis.Cmd) {
 		// admitted before them, and must not count in the new epoch.
 		g, ok := fb.link.ClearWindow(gen)
 		if !ok {
-			return // it tripped since the snapshot: as when Force loses
+			return 0, false // it tripped since the snapshot: as when Force loses
 		}
 		gen = g
 	}
-	fb.mu.Lock()
-	if fb.version == r.version {
-		if moved {
-			fb.leases = nil
-		}
-		// max: a settle that reopened the fleet may have counted the trip
-		// the breaker makes on its return (see SettleTrial) before this
-		// snapshot could.
-		fb.epoch, fb.inc, fb.synced, fb.tripped = epoch, inc, gen, max(fb.tripped, r.trips)
+	if moved {
+		fb.leases = nil
 	}
-	fb.mu.Unlock()
-	fb.link.SetFleet(gen, uint64(max(v[3], 0)), uint64(max(v[4], 0)))
+	// max: a settle that reopened the fleet may have counted the trip the
+	// breaker makes on its return (see SettleTrial) before this snapshot
+	// could.
+	fb.epoch, fb.inc, fb.synced, fb.tripped = epoch, inc, gen, max(fb.tripped, r.trips)
+	return gen, true
 }

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -903,4 +904,155 @@ func TestFleetTripDuringRequestProposed(t *testing.T) {
 	require.True(t, s.Connected())
 	assert.NotEqual(t, resil.StateClosed, b.State(), "closed without a single trial")
 	assert.Equal(t, "1", s.client.HGet(ctx, s.key("breaker", "dep", "state"), "open").Val(), "the trip was proposed to the fleet")
+}
+
+// TestFleetTripAfterLossRecoveryIsFresh: after Redis lost its data and the
+// fleet, reseeded, tripped and recovered, a replica that last synced before
+// the recovery trips: its trip, timed by the breaker's snapshot (not by the
+// Tripped call that follows it), is news and opens the fleet.
+func TestFleetTripAfterLossRecoveryIsFresh(t *testing.T) {
+	const openFor = 50 * time.Millisecond
+	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 1}
+	sa, sb, a, b := twoReplicas(t, Options{Replica: "a"}, Options{Replica: "b"}, policy)
+	ctx := context.Background()
+	state := sa.key("breaker", "dep", "state")
+	fa := sa.breakers["dep"]
+
+	// a's first trip, served by the fleet: epoch 1 open, b's trial closes it (epoch 2).
+	require.ErrorIs(t, edgeCall(a, true), errEdge)
+	sa.sync()
+	sb.sync()
+	time.Sleep(3 * openFor)
+	require.NoError(t, edgeCall(b, false))
+	sa.sync()
+	require.Equal(t, resil.StateClosed, a.State())
+
+	// Redis loses its data; b reseeds it closed (epoch 3), trips (4, open)
+	// and its trial closes it again (5): since = that close.
+	require.NoError(t, sa.client.FlushAll(ctx).Err())
+	sb.sync()
+	require.ErrorIs(t, edgeCall(b, true), errEdge)
+	sb.sync()
+	require.Equal(t, "1", sa.client.HGet(ctx, state, "open").Val())
+	time.Sleep(3 * openFor)
+	require.NoError(t, edgeCall(b, false))
+	require.Equal(t, "0", sa.client.HGet(ctx, state, "open").Val(), "the fleet recovered")
+	time.Sleep(50 * time.Millisecond)
+
+	// a's dependency goes down now: a genuine trip, after the fleet's last transition.
+	require.ErrorIs(t, edgeCall(a, true), errEdge)
+	require.Equal(t, resil.StateOpen, a.State())
+
+	r := fa.request()
+	require.Equal(t, 1, r.proposal, "the trip is news")
+	assert.Less(t, r.age, int64(40), "timed from the trip just made (ms)")
+	pipe := sa.client.Pipeline()
+	cmd := fa.syncCmd(ctx, pipe, r)
+	_, err := pipe.Exec(ctx)
+	require.NoError(t, err)
+	fa.adopt(r, cmd)
+
+	sa.sync() // the sync Tripped woke
+	assert.Equal(t, "1", sa.client.HGet(ctx, state, "open").Val(), "a's fresh trip must open the fleet")
+	assert.NotEqual(t, resil.StateClosed, a.State(), "a forced closed without a trial while its dependency is down")
+}
+
+// holdSettle lets SettleTrial's script run in Redis and then holds its
+// reply until release is closed (once, while armed).
+type holdSettle struct {
+	armed   *atomic.Bool
+	ran     chan struct{}
+	release chan struct{}
+}
+
+func (h holdSettle) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h holdSettle) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		args := cmd.Args()
+		if len(args) < 2 || args[0] != "evalsha" || args[1] != settleScript.Hash() || !h.armed.CompareAndSwap(true, false) {
+			return next(ctx, cmd)
+		}
+		err := next(ctx, cmd)
+		close(h.ran)
+		<-h.release
+		return err
+	}
+}
+func (h holdSettle) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestFleetSettleDuringAdoptCountsNoTrip: a failed trial's settle reopens
+// the fleet, and a sync's reply carrying the moved epoch is adopted while
+// the settle's reply comes back: released together, many times, in
+// varying order. The settle and the adoption must never leave the trips
+// the fleet knows of ahead of the breaker's own (a trip it never made):
+// the next genuine trip would not be proposed, and the breaker would be
+// forced closed without a trial while its dependency is down.
+func TestFleetSettleDuringAdoptCountsNoTrip(t *testing.T) {
+	srv := StartRedis(t)
+	const openFor = 20 * time.Millisecond
+	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 1}
+	ctx := context.Background()
+	bad := 0
+	const runs = 100
+	for i := range runs {
+		ca := edgeClient(t, srv.Addr())
+		h := holdSettle{armed: new(atomic.Bool), ran: make(chan struct{}), release: make(chan struct{})}
+		ca.AddHook(h)
+		sa := manualStore(t, ca, Options{Replica: "a", Prefix: "p" + strconv.Itoa(i)})
+		a := sa.Breaker("dep", policy)
+		sa.sync()
+		fa := sa.breakers["dep"]
+		require.NoError(t, settleScript.Load(ctx, sa.client).Err())
+		require.NoError(t, acquireScript.Load(ctx, sa.client).Err())
+		require.ErrorIs(t, edgeCall(a, true), errEdge)
+		sa.sync()
+		time.Sleep(2 * openFor)
+
+		h.armed.Store(true)
+		trial := make(chan error)
+		go func() { trial <- edgeCall(a, true) }()
+		<-h.ran
+		r := fa.request()
+		pipe := sa.client.Pipeline()
+		cmd := fa.syncCmd(ctx, pipe, r)
+		_, err := pipe.Exec(ctx)
+		require.NoError(t, err)
+		start := make(chan struct{})
+		adopted := make(chan struct{})
+		go func() { <-start; fa.adopt(r, cmd); close(adopted) }()
+		close(start)
+		for range i % 50 { // vary the offset a little
+			runtime.Gosched()
+		}
+		close(h.release)
+		<-adopted
+		<-trial
+		snap := fa.link.Snapshot()
+		fa.mu.Lock()
+		over := fa.tripped > snap.Trips
+		fa.mu.Unlock()
+		if over {
+			bad++
+			if bad == 1 {
+				// The consequence: the fleet serves its period, a's trial
+				// closes it; then a's dependency goes down again.
+				state := sa.key("breaker", "dep", "state")
+				time.Sleep(3 * openFor)
+				sa.sync()
+				require.NoError(t, edgeCall(a, false))
+				sa.sync()
+				require.Equal(t, "0", sa.client.HGet(ctx, state, "open").Val())
+				require.Equal(t, resil.StateClosed, a.State())
+				require.ErrorIs(t, edgeCall(a, true), errEdge) // a genuine trip
+				require.Equal(t, resil.StateOpen, a.State())
+				sa.sync()
+				assert.Equal(t, "1", sa.client.HGet(ctx, state, "open").Val(), "a's trip must be proposed and open the fleet")
+				assert.NotEqual(t, resil.StateClosed, a.State(), "a forced closed without a trial while its dependency is down")
+			}
+		}
+		_ = sa.Close()
+	}
+	assert.Zero(t, bad, "runs (of %d) where fb.tripped counts a trip the breaker did not make", runs)
 }
