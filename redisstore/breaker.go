@@ -22,9 +22,8 @@ import (
 // did not hear of) opens the fleet; trials that succeeded while Redis could
 // not be asked close a half-open fleet. The fleet's epoch orders them: a
 // proposal made against an epoch the fleet has left is dropped, and the
-// breaker adopts the fleet's state; but a trip made before the replica's
-// first sync, which knew no epoch, opens a closed fleet when it came after
-// the fleet's last transition.
+// breaker adopts the fleet's state; but a trip made after the fleet's last
+// transition opens a closed fleet whatever epoch the replica knew.
 type fleetBreaker struct {
 	s        *Store
 	keys     []string // state, counts, trials
@@ -92,7 +91,9 @@ func (fb *fleetBreaker) AcquireTrial() resil.ShareAnswer {
 	fb.mu.Lock()
 	epoch := fb.epoch
 	fb.mu.Unlock()
-	id := fb.s.opts.Replica + ":" + strconv.FormatUint(fb.seq.Add(1), 10)
+	// Replica:nonce.seq: a store made again under the same Replica name
+	// (a restarted process) takes new ids, not its predecessor's places.
+	id := fb.s.opts.Replica + ":" + fb.s.nonce + "." + strconv.FormatUint(fb.seq.Add(1), 10)
 	res, err := do(fb.s, func(ctx context.Context) ([]int64, error) {
 		return acquireScript.Run(ctx, fb.s.client, []string{fb.keys[0], fb.keys[2]},
 			epoch, fb.halfOpen, id, ms(fb.s.opts.TrialLease)).Int64Slice()
@@ -356,6 +357,7 @@ func (fb *fleetBreaker) apply(r syncRequest, epoch uint64, inc string, open bool
 		to, need, remaining = resil.StateOpen, local == resil.StateClosed || moved, 0
 	}
 	gen := r.snap.Gen
+	forced := false // the snapshot's generation ended here
 	if need {
 		g, ok := fb.link.Force(gen, to, remaining)
 		if !ok {
@@ -367,7 +369,7 @@ func (fb *fleetBreaker) apply(r syncRequest, epoch uint64, inc string, open bool
 			// cleared the fleet's counts it held.
 			return 0, false
 		}
-		gen = g
+		gen, forced = g, true
 	} else if moved && local == resil.StateClosed {
 		// Closed as the fleet is, but the fleet went through transitions
 		// since the epoch the breaker knew (it opened and closed again
@@ -377,14 +379,20 @@ func (fb *fleetBreaker) apply(r syncRequest, epoch uint64, inc string, open bool
 		if !ok {
 			return 0, false // it tripped since the snapshot: as when Force loses
 		}
-		gen = g
+		gen, forced = g, true
 	}
 	if moved {
 		fb.leases = nil
 	}
-	// max: a settle that reopened the fleet may have counted the trip the
+	// A settle that reopened the fleet may have counted the trip the
 	// breaker makes on its return (see SettleTrial) before this snapshot
-	// could.
-	fb.epoch, fb.inc, fb.synced, fb.tripped = epoch, inc, gen, max(fb.tripped, r.trips)
+	// could: max keeps it. But when this adoption ended the snapshot's
+	// generation, that trip will not come (the breaker's settle finds its
+	// generation gone): the snapshot's count is the whole count.
+	tripped := max(fb.tripped, r.trips)
+	if forced {
+		tripped = r.trips
+	}
+	fb.epoch, fb.inc, fb.synced, fb.tripped = epoch, inc, gen, tripped
 	return gen, true
 }

@@ -1056,3 +1056,105 @@ func TestFleetSettleDuringAdoptCountsNoTrip(t *testing.T) {
 	}
 	assert.Zero(t, bad, "runs (of %d) where fb.tripped counts a trip the breaker did not make", runs)
 }
+
+// TestFleetSettleCountedTripNeverMade: a's half-open trial fails and its
+// SettleTrial reopens the fleet (epoch 2), counting the trip the breaker
+// is about to make on return as heard. Before the breaker makes it (the
+// window is made by driving the share directly), the fleet moves on (b's
+// trial closes it) and a sync forces a closed: the breaker then makes no
+// trip. The count must not stay ahead of the breaker's own, or a's next
+// genuine trip would not be news: never proposed, a forced closed without
+// a trial while its dependency is down.
+func TestFleetSettleCountedTripNeverMade(t *testing.T) {
+	const openFor = 20 * time.Millisecond
+	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 1}
+	sa, sb, a, b := twoReplicas(t, Options{Replica: "a"}, Options{Replica: "b"}, policy)
+	ctx := context.Background()
+	state := sa.key("breaker", "dep", "state")
+	fa := sa.breakers["dep"]
+
+	require.ErrorIs(t, edgeCall(a, true), errEdge)
+	sa.sync() // epoch 1, open
+	sb.sync()
+	time.Sleep(3 * openFor)
+	require.Equal(t, resil.StateHalfOpen, a.State())
+
+	// a's trial: granted, fails; its settle reopens the fleet.
+	require.Equal(t, resil.ShareYes, fa.AcquireTrial())
+	require.Equal(t, resil.ShareNo, fa.SettleTrial(resil.TrialFailed))
+	require.Equal(t, "2", sa.client.HGet(ctx, state, "epoch").Val())
+	// ... the breaker's settleTrial has not taken b.mu yet.
+
+	time.Sleep(3 * openFor)
+	sb.sync()
+	require.NoError(t, edgeCall(b, false), "b's trial closes the fleet (epoch 3)")
+	sa.sync() // a is forced closed: the breaker's pending reopen finds its generation gone
+	require.Equal(t, resil.StateClosed, a.State())
+
+	snap := fa.link.Snapshot()
+	fa.mu.Lock()
+	tripped := fa.tripped
+	fa.mu.Unlock()
+	assert.LessOrEqual(t, tripped, snap.Trips, "fb.tripped counts a trip the breaker never made")
+
+	require.ErrorIs(t, edgeCall(a, true), errEdge) // a's dependency is down: a genuine trip
+	require.Equal(t, resil.StateOpen, a.State())
+	sa.sync()
+	assert.Equal(t, "1", sa.client.HGet(ctx, state, "open").Val(), "a's trip must be proposed and open the fleet")
+	assert.NotEqual(t, resil.StateClosed, a.State(), "a forced closed without a trial while its dependency is down")
+}
+
+// TestFleetRecreatedReplicaLeaseIDs: a store named "a" holds a trial lease
+// and goes away without settling it (closed, or its process restarted with
+// the same Options.Replica). Its successor, also "a", must take a place of
+// its own with its first acquire, not re-score its predecessor's lease:
+// the fleet admits no more than HalfOpenCalls trials.
+func TestFleetRecreatedReplicaLeaseIDs(t *testing.T) {
+	const openFor = 20 * time.Millisecond
+	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 2}
+	sa, sb, a, _ := twoReplicas(t, Options{Replica: "a"}, Options{Replica: "b"}, policy)
+	ctx := context.Background()
+	trials := sa.key("breaker", "dep", "trials")
+
+	require.ErrorIs(t, edgeCall(a, true), errEdge)
+	sa.sync()
+	sb.sync()
+	time.Sleep(3 * openFor)
+	sa.sync()
+	sb.sync()
+	require.Equal(t, resil.ShareYes, sa.breakers["dep"].AcquireTrial(), "a's trial takes place 1 of 2 ")
+	_ = sa.Close() // a goes away with its trial unsettled
+
+	sa2, _ := newReplica(t, sa, Options{Replica: "a"}, policy) // a again
+	sa2.sync()
+	require.Equal(t, resil.ShareYes, sa2.breakers["dep"].AcquireTrial(), "place 2 of 2")
+	assert.Equal(t, int64(2), sa2.client.ZCard(ctx, trials).Val(), "two places held: %v", sa2.client.ZRange(ctx, trials, 0, -1).Val())
+	assert.Equal(t, resil.ShareNo, sb.breakers["dep"].AcquireTrial(), "HalfOpenCalls 2: both places are held, b must be refused")
+}
+
+// TestFleetLaggingReplicaFreshTrip: a last synced in epoch 0. The fleet
+// trips on b (epoch 1) and b's trial closes it (epoch 2) before a's next
+// sync (OpenFor shorter than SyncEvery). a's dependency then fails: a trips
+// after the fleet's last transition. Though its sync knows only epoch 0,
+// the trip is news to the closed fleet: it opens it, and a is not forced
+// closed without a trial.
+func TestFleetLaggingReplicaFreshTrip(t *testing.T) {
+	const openFor = 20 * time.Millisecond
+	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 1}
+	sa, sb, a, b := twoReplicas(t, Options{Replica: "a"}, Options{Replica: "b"}, policy)
+	ctx := context.Background()
+	state := sa.key("breaker", "dep", "state")
+
+	require.ErrorIs(t, edgeCall(b, true), errEdge)
+	sb.sync() // epoch 1
+	time.Sleep(3 * openFor)
+	require.NoError(t, edgeCall(b, false)) // epoch 2, closed
+	require.Equal(t, "0", sa.client.HGet(ctx, state, "open").Val())
+	time.Sleep(20 * time.Millisecond)
+
+	require.ErrorIs(t, edgeCall(a, true), errEdge) // after the fleet's close
+	require.Equal(t, resil.StateOpen, a.State())
+	sa.sync()
+	assert.Equal(t, "1", sa.client.HGet(ctx, state, "open").Val(), "a's fresh trip must open the fleet")
+	assert.NotEqual(t, resil.StateClosed, a.State(), "a forced closed without a trial while its dependency is down")
+}

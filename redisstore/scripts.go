@@ -53,13 +53,15 @@ end
 local known = tonumber(ARGV[4])
 local proposal = tonumber(ARGV[5])
 -- othersTrial reports whether a replica other than this one holds a live
--- trial lease (ids are replica:sequence). This one's own may be a lease
--- whose acquire timed out on the replica after the script ran.
+-- trial lease (ids are replica:nonce.sequence; replica:sequence from an
+-- earlier version). This one's own may be a lease whose acquire timed out
+-- on the replica after the script ran.
 local function othersTrial()
 	redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
 	local mine = ARGV[1] .. ':'
 	for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
-		if string.sub(id, 1, #mine) ~= mine or not string.match(string.sub(id, #mine + 1), '^%d+$') then
+		local rest = string.sub(id, #mine + 1)
+		if string.sub(id, 1, #mine) ~= mine or not (string.match(rest, '^%x+%.%d+$') or string.match(rest, '^%d+$')) then
 			return true
 		end
 	end
@@ -138,13 +140,14 @@ elseif known == epoch then
 		-- holds a place now: that one decides
 		enter(epoch + 1, false, 0)
 	end
-elseif ARGV[11] == '' and (proposal == 1 or proposal == 3) and not open and fresh() then
-	-- This replica's first sync, behind the fleet's epochs: it tripped on
-	-- its own calls before it knew the fleet's state. The trip is news to
-	-- a closed fleet all the same, if it came after the fleet's last
-	-- transition (ARGV[12]: how long ago it tripped): an older one was
-	-- made before the fleet closed (its first sync may have run, its reply
-	-- lost, and the fleet served that trip already). 3: half-open at once.
+elseif (proposal == 1 or proposal == 3) and not open and fresh() then
+	-- This replica is behind the fleet's epochs (its first sync, or the
+	-- fleet opened and closed again between two of its syncs) and tripped
+	-- on its own calls. The trip is news to a closed fleet all the same, if
+	-- it came after the fleet's last transition (ARGV[12]: how long ago it
+	-- tripped): an older one was made before the fleet closed (a sync may
+	-- have run, its reply lost, and the fleet served that trip already).
+	-- 3: half-open at once.
 	local openMs = 0
 	if proposal == 1 then openMs = tonumber(ARGV[6]) end
 	enter(epoch + 1, true, openMs)

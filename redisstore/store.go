@@ -119,6 +119,7 @@ func (o Options) Validate() error {
 type Store struct {
 	client  redis.UniversalClient
 	opts    Options
+	nonce   string // random hex: this store's part of its trial lease ids
 	up      atomic.Bool
 	kick    chan struct{}
 	done    chan struct{}
@@ -178,9 +179,12 @@ func newStore(client redis.UniversalClient, opts Options) *Store {
 	if opts.Replica == "" {
 		opts.Replica = replicaName()
 	}
+	var n [4]byte
+	_, _ = rand.Read(n[:])
 	s := &Store{
 		client:   client,
 		opts:     opts,
+		nonce:    hex.EncodeToString(n[:]),
 		kick:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
 		stopped:  make(chan struct{}),
