@@ -70,9 +70,10 @@ type syncRequest struct {
 	inc      string
 	version  uint64
 	trips    uint64
-	proposal int      // 0 none, 1 open, 2 closed, 3 open and already half-open
-	release  []string // orphaned lease ids to remove (see fleetBreaker.orphans)
-	age      int64    // ms since the breaker last tripped, with proposal 1 or 3; else -1
+	proposal int       // 0 none, 1 open, 2 closed, 3 open and already half-open
+	release  []string  // orphaned lease ids to remove (see fleetBreaker.orphans)
+	age      int64     // ms since the breaker last tripped, with proposal 1 or 3; else -1
+	taken    time.Time // when the request was made: age is as of then
 }
 
 // Tripped wakes the sync goroutine, so that the trip reaches the fleet in
@@ -193,6 +194,18 @@ func (fb *fleetBreaker) SettleTrial(o resil.TrialOutcome) resil.ShareAnswer {
 		// The fleet left the trial's epoch before this settle: the next
 		// sync adopts its state (the breaker makes no transition of its
 		// own on a success or an ignored outcome).
+		if outcome == 2 {
+			fb.mu.Lock()
+			if fb.epoch == l.epoch {
+				// The breaker reopens on return, as for any failed
+				// trial: a trial of a period the fleet has left, its
+				// reopen is no news (the next sync adopts the fleet's
+				// state). Should the reopen not come, that sync's
+				// adoption, which moves the breaker, sets the count right.
+				fb.tripped++
+			}
+			fb.mu.Unlock()
+		}
 		return resil.ShareNo
 	case -2:
 		// The fleet did not count the success: the lease had expired, or
@@ -229,7 +242,7 @@ func (fb *fleetBreaker) request() syncRequest {
 	snap := fb.link.Snapshot()
 	fb.mu.Lock()
 	defer fb.mu.Unlock()
-	r := syncRequest{snap: snap, epoch: fb.epoch, inc: fb.inc, version: fb.version, trips: snap.Trips, release: fb.releases(time.Now()), age: -1}
+	r := syncRequest{snap: snap, epoch: fb.epoch, inc: fb.inc, version: fb.version, trips: snap.Trips, release: fb.releases(time.Now()), age: -1, taken: time.Now()}
 	// A trip of its own the fleet has not heard of: the snapshot counts
 	// the breaker's trips with its state, so one made as the snapshot is
 	// taken is in both or neither.
@@ -277,8 +290,12 @@ func (fb *fleetBreaker) syncCmd(ctx context.Context, pipe redis.Pipeliner, r syn
 		// takes no place another trial holds.
 		pipe.ZRem(ctx, fb.keys[2], anys(r.release)...)
 	}
+	age := r.age
+	if age >= 0 {
+		age += time.Since(r.taken).Milliseconds() // as of this send: a sync tried again sends the trip's age then
+	}
 	return syncScript.EvalSha(ctx, pipe, fb.keys, s.opts.Replica, r.snap.Successes, r.snap.Failures,
-		r.epoch, r.proposal, fb.openFor, ms(s.stale()), ms(keyTTL), state, ms(r.snap.Remaining), r.inc, r.age)
+		r.epoch, r.proposal, fb.openFor, ms(s.stale()), ms(keyTTL), state, ms(r.snap.Remaining), r.inc, age)
 }
 
 // lost drops the fleet's counts when a sync failed: the breaker decides on

@@ -1158,3 +1158,135 @@ func TestFleetLaggingReplicaFreshTrip(t *testing.T) {
 	assert.Equal(t, "1", sa.client.HGet(ctx, state, "open").Val(), "a's fresh trip must open the fleet")
 	assert.NotEqual(t, resil.StateClosed, a.State(), "a forced closed without a trial while its dependency is down")
 }
+
+// TestFleetStaleTrialDoesNotReopenRecoveredFleet: a's trial (fleet epoch
+// 1) outlives its lease; b's trial takes the place and closes the fleet
+// (epoch 2). a's trial then fails: its settle finds the fleet gone from
+// epoch 1, and the breaker reopens locally after the fleet's close. That
+// reopen, of a period the fleet has left, is no news: a's next sync must
+// not reopen the recovered fleet.
+func TestFleetStaleTrialDoesNotReopenRecoveredFleet(t *testing.T) {
+	const openFor = 20 * time.Millisecond
+	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 1}
+	sa, sb, a, b := twoReplicas(t, Options{Replica: "a", TrialLease: 30 * time.Millisecond}, Options{Replica: "b"}, policy)
+	ctx := context.Background()
+	state := sa.key("breaker", "dep", "state")
+
+	require.ErrorIs(t, edgeCall(a, true), errEdge)
+	sa.sync() // epoch 1, open
+	sb.sync()
+	time.Sleep(3 * openFor)
+	require.Equal(t, resil.StateHalfOpen, a.State())
+	require.Equal(t, resil.StateHalfOpen, b.State())
+
+	started, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error)
+	go func() {
+		_, err := resil.New[int]().Breaker(a).Run(ctx, func(context.Context) (int, error) {
+			close(started)
+			<-release
+			return 0, errEdge
+		})
+		done <- err
+	}()
+	<-started
+	require.Len(t, sa.breakers["dep"].leases, 1, "a's trial holds the fleet's place")
+	time.Sleep(60 * time.Millisecond) // a's lease (30ms) expires; its trial runs on
+
+	require.NoError(t, edgeCall(b, false), "b's trial takes the freed place and closes the fleet")
+	require.Equal(t, "0", sa.client.HGet(ctx, state, "open").Val())
+	require.Equal(t, "2", sa.client.HGet(ctx, state, "epoch").Val())
+	time.Sleep(5 * time.Millisecond)
+
+	close(release) // a's stale trial fails now: settle answers -1, a reopens locally
+	require.ErrorIs(t, <-done, errEdge)
+	require.Equal(t, resil.StateOpen, a.State())
+
+	sa.sync()
+	require.True(t, sa.Connected())
+	assert.Equal(t, "0", sa.client.HGet(ctx, state, "open").Val(), "a stale trial of epoch 1 reopened the recovered fleet")
+	assert.Equal(t, "2", sa.client.HGet(ctx, state, "epoch").Val())
+}
+
+// noscriptOnce runs f, then flushes the server's scripts, before the
+// first pipeline it sees while armed reaches Redis: the pipeline fails
+// with NOSCRIPT and Store.sync retries the same requests.
+type noscriptOnce struct {
+	armed *atomic.Bool
+	f     func()
+}
+
+func (h noscriptOnce) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h noscriptOnce) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h noscriptOnce) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if h.armed.CompareAndSwap(true, false) {
+			h.f()
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestFleetNoscriptRetryAgesTrip: b trips (epoch 1); a, which knew epoch
+// 0, trips too while the fleet is open. a's sync takes its request. Before
+// it reaches Redis, b's trial closes the fleet (epoch 2) and the scripts
+// are flushed: the NOSCRIPT retry sends the same request, whose trip must
+// be dated as of that send, before the fleet's close, and dropped.
+func TestFleetNoscriptRetryAgesTrip(t *testing.T) {
+	const openFor = 20 * time.Millisecond
+	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 1}
+	srv := StartRedis(t)
+	ca := edgeClient(t, srv.Addr())
+	armed := new(atomic.Bool)
+	var hookErr atomic.Value
+	sa := manualStore(t, ca, Options{Replica: "a"})
+	sb := manualStore(t, edgeClient(t, srv.Addr()), Options{Replica: "b"})
+	a, b := sa.Breaker("dep", policy), sb.Breaker("dep", policy)
+	sa.sync()
+	sb.sync()
+	ctx := context.Background()
+	state := sa.key("breaker", "dep", "state")
+
+	require.ErrorIs(t, edgeCall(b, true), errEdge)
+	sb.sync()                                      // epoch 1, open
+	require.ErrorIs(t, edgeCall(a, true), errEdge) // a trips on its own calls, fleet open
+	require.Equal(t, resil.StateOpen, a.State())
+
+	ca.AddHook(noscriptOnce{armed: armed, f: func() {
+		time.Sleep(3 * openFor)
+		if err := edgeCall(b, false); err != nil { // b's trial closes the fleet: epoch 2
+			hookErr.Store(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+		sb.client.ScriptFlush(ctx)
+	}})
+	armed.Store(true)
+	sa.sync()
+	require.Nil(t, hookErr.Load())
+	require.True(t, sa.Connected())
+	assert.Equal(t, "0", sa.client.HGet(ctx, state, "open").Val(), "a's trip, made before the fleet closed, reopened it")
+	assert.Equal(t, "2", sa.client.HGet(ctx, state, "epoch").Val())
+}
+
+// TestFleetMissingSinceLaggingStaleTrip: a state written by a version
+// that kept no since (older replicas, during a rolling upgrade) cannot
+// tell a fresh trip from an old one. a knew epoch 5 and tripped; then the
+// fleet opened and closed again under older replicas (epoch 7, no since).
+// a's sync (known 5 < 7) must be dropped, not reopen the fleet.
+func TestFleetMissingSinceLaggingStaleTrip(t *testing.T) {
+	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Hour}
+	sa, _, a, _ := twoReplicas(t, Options{Replica: "a"}, Options{Replica: "b"}, policy)
+	ctx := context.Background()
+	state := setEpoch(t, sa, 5) // no since: as an older version writes it
+
+	require.ErrorIs(t, edgeCall(a, true), errEdge) // a trips, cannot reach Redis
+	time.Sleep(20 * time.Millisecond)
+	// older replicas opened and closed the fleet since (served the outage)
+	require.NoError(t, sa.client.HSet(ctx, state, "epoch", 7, "open", 0).Err())
+	time.Sleep(20 * time.Millisecond)
+
+	sa.sync()
+	require.True(t, sa.Connected())
+	assert.Equal(t, "0", sa.client.HGet(ctx, state, "open").Val(), "a stale trip reopened a fleet closed after it")
+	assert.Equal(t, "7", sa.client.HGet(ctx, state, "epoch").Val())
+}

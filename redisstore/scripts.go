@@ -140,14 +140,16 @@ elseif known == epoch then
 		-- holds a place now: that one decides
 		enter(epoch + 1, false, 0)
 	end
-elseif (proposal == 1 or proposal == 3) and not open and fresh() then
+elseif (proposal == 1 or proposal == 3) and not open and (ARGV[11] == '' or since > 0) and fresh() then
 	-- This replica is behind the fleet's epochs (its first sync, or the
 	-- fleet opened and closed again between two of its syncs) and tripped
 	-- on its own calls. The trip is news to a closed fleet all the same, if
 	-- it came after the fleet's last transition (ARGV[12]: how long ago it
 	-- tripped): an older one was made before the fleet closed (a sync may
 	-- have run, its reply lost, and the fleet served that trip already).
-	-- 3: half-open at once.
+	-- A replica that knew this state needs its last transition's time
+	-- (a state written before since was kept has none). 3: half-open at
+	-- once.
 	local openMs = 0
 	if proposal == 1 then openMs = tonumber(ARGV[6]) end
 	enter(epoch + 1, true, openMs)
