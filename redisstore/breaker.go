@@ -38,6 +38,9 @@ type fleetBreaker struct {
 	synced  uint64  // the breaker's generation after the last adoption
 	version uint64  // bumped when a trial moves the epoch, voiding a sync in flight
 	tripped uint64  // the breaker's own trips (BreakerSnapshot.Trips) the fleet knows of: those beyond are news
+	// staleReopen is 1 + the epoch whose failed trials' reopen (the fleet
+	// had left it) has been counted in tripped; 0 for none.
+	staleReopen uint64
 	leases  []lease // trial places held
 	// orphans are leases whose acquire failed without an answer (a
 	// timeout, a lost connection): the script may have run, or may still
@@ -196,13 +199,16 @@ func (fb *fleetBreaker) SettleTrial(o resil.TrialOutcome) resil.ShareAnswer {
 		// own on a success or an ignored outcome).
 		if outcome == 2 {
 			fb.mu.Lock()
-			if fb.epoch == l.epoch {
+			if fb.epoch == l.epoch && fb.staleReopen != l.epoch+1 {
 				// The breaker reopens on return, as for any failed
 				// trial: a trial of a period the fleet has left, its
 				// reopen is no news (the next sync adopts the fleet's
-				// state). Should the reopen not come, that sync's
-				// adoption, which moves the breaker, sets the count right.
+				// state). It reopens once, however many of its trials
+				// fail so: counted once per epoch. Should the reopen not
+				// come, the next sync's adoption, which moves the
+				// breaker, sets the count right.
 				fb.tripped++
+				fb.staleReopen = l.epoch + 1
 			}
 			fb.mu.Unlock()
 		}

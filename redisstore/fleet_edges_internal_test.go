@@ -1290,3 +1290,123 @@ func TestFleetMissingSinceLaggingStaleTrip(t *testing.T) {
 	assert.Equal(t, "0", sa.client.HGet(ctx, state, "open").Val(), "a stale trip reopened a fleet closed after it")
 	assert.Equal(t, "7", sa.client.HGet(ctx, state, "epoch").Val())
 }
+
+// TestFleetTwoStaleTrialsKeepNextTrip: HalfOpenCalls 2; a holds both of
+// the fleet's trial places (epoch 1). Its leases expire and b's two trials
+// close the fleet (epoch 2). Both of a's trials then fail in a period the
+// fleet has left: the breaker reopens once, and that reopen is no news.
+// a's next trial (its acquire timed out: it decides alone) fails after the
+// fleet's close: a genuine trip, which must open the fleet, not leave a
+// forced closed while its dependency is down.
+func TestFleetTwoStaleTrialsKeepNextTrip(t *testing.T) {
+	const openFor = 20 * time.Millisecond
+	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 2}
+	srv := StartRedis(t)
+	ca := edgeClient(t, srv.Addr())
+	lose := new(atomic.Bool)
+	ca.AddHook(loseAcquireReply{lose})
+	h := holdSettle{armed: new(atomic.Bool), ran: make(chan struct{}), release: make(chan struct{})}
+	ca.AddHook(h)
+	sa := manualStore(t, ca, Options{Replica: "a", TrialLease: 30 * time.Millisecond})
+	sb := manualStore(t, edgeClient(t, srv.Addr()), Options{Replica: "b"})
+	a, b := sa.Breaker("dep", policy), sb.Breaker("dep", policy)
+	sa.sync()
+	sb.sync()
+	ctx := context.Background()
+	require.NoError(t, settleScript.Load(ctx, sa.client).Err())
+	require.NoError(t, acquireScript.Load(ctx, sa.client).Err())
+	state := sa.key("breaker", "dep", "state")
+	fa := sa.breakers["dep"]
+
+	require.ErrorIs(t, edgeCall(a, true), errEdge)
+	sa.sync() // epoch 1, open
+	sb.sync()
+	time.Sleep(3 * openFor)
+
+	type trial struct {
+		started, release chan struct{}
+		done             chan error
+	}
+	run := func() trial {
+		tr := trial{make(chan struct{}), make(chan struct{}), make(chan error, 1)}
+		go func() {
+			_, err := resil.New[int]().Breaker(a).Run(ctx, func(context.Context) (int, error) {
+				close(tr.started)
+				<-tr.release
+				return 0, errEdge
+			})
+			tr.done <- err
+		}()
+		<-tr.started
+		return tr
+	}
+	t1, t2 := run(), run()
+	require.Len(t, fa.leases, 2, "a's two trials hold the fleet's places")
+	time.Sleep(60 * time.Millisecond) // a's leases expire
+
+	require.NoError(t, edgeCall(b, false))
+	require.NoError(t, edgeCall(b, false), "b's second trial closes the fleet")
+	require.Equal(t, "0", sa.client.HGet(ctx, state, "open").Val())
+	require.Equal(t, "2", sa.client.HGet(ctx, state, "epoch").Val())
+	time.Sleep(5 * time.Millisecond)
+
+	h.armed.Store(true)
+	close(t1.release) // its settle runs (-1) and its reply is held
+	<-h.ran
+	close(t2.release) // settle -1, the breaker reopens
+	require.ErrorIs(t, <-t2.done, errEdge)
+	close(h.release) // t1's settle -1 too; its generation is gone: no reopen
+	require.ErrorIs(t, <-t1.done, errEdge)
+	require.Equal(t, resil.StateOpen, a.State())
+
+	snap := fa.link.Snapshot()
+	fa.mu.Lock()
+	tripped := fa.tripped
+	fa.mu.Unlock()
+	assert.LessOrEqual(t, tripped, snap.Trips, "fb.tripped counts a reopen the breaker never made")
+
+	// a's dependency is still down: after its open period, its trial (an
+	// acquire that timed out: decided alone) fails, after the fleet closed.
+	time.Sleep(3 * openFor)
+	lose.Store(true)
+	require.ErrorIs(t, edgeCall(a, true), errEdge)
+	lose.Store(false)
+	require.Equal(t, resil.StateOpen, a.State())
+
+	for i := 0; !sa.Connected() || i == 0; i++ {
+		require.Less(t, i, 50)
+		sa.sync()
+	}
+	assert.Equal(t, "1", sa.client.HGet(ctx, state, "open").Val(), "a's trip, after the fleet closed, must open it")
+	assert.NotEqual(t, resil.StateClosed, a.State(), "a forced closed without a trial while its dependency is down")
+}
+
+// TestFleetReseededClosedFreshTrip: Redis loses its data; a (knew epoch
+// 3) reseeds the state closed, then b (knew epoch 5) reseeds it again,
+// closed. a then trips and syncs, knowing epoch 4 of this state: the state
+// has made no transition since it was seeded, so the trip is news and
+// opens the fleet.
+func TestFleetReseededClosedFreshTrip(t *testing.T) {
+	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Hour}
+	sa, sb, a, _ := twoReplicas(t, Options{Replica: "a"}, Options{Replica: "b"}, policy)
+	ctx := context.Background()
+	state := setEpoch(t, sa, 3)
+	require.NoError(t, sa.client.HSet(ctx, state, "epoch", 5).Err())
+	sb.sync()
+	require.Equal(t, uint64(5), sb.breakers["dep"].epoch)
+
+	require.NoError(t, sa.client.FlushAll(ctx).Err()) // Redis lost its data
+	sa.sync()                                         // epoch 4
+	sb.sync()                                         // epoch 6
+	require.Equal(t, "6", sa.client.HGet(ctx, state, "epoch").Val())
+	require.Equal(t, "0", sa.client.HGet(ctx, state, "open").Val())
+	require.Equal(t, uint64(4), sa.breakers["dep"].epoch)
+
+	time.Sleep(5 * time.Millisecond)
+	require.ErrorIs(t, edgeCall(a, true), errEdge) // a genuine trip
+	require.Equal(t, resil.StateOpen, a.State())
+	sa.sync()
+	require.True(t, sa.Connected())
+	assert.Equal(t, "1", sa.client.HGet(ctx, state, "open").Val(), "a's fresh trip must open the fleet")
+	assert.NotEqual(t, resil.StateClosed, a.State(), "a forced closed without a trial while its dependency is down")
+}

@@ -12,8 +12,9 @@ import "github.com/redis/go-redis/v9"
 //	state   hash: epoch (a counter bumped by every fleet transition),
 //	        open (0/1), until (end of the open period; open and past it
 //	        means half-open), passed (trials that succeeded this half-open),
-//	        since (when the last transition was made; absent when seeded
-//	        closed after a loss), inc (the state's name)
+//	        since (when the last transition was made; 0 when seeded closed
+//	        after a loss; absent when written by an earlier version), inc
+//	        (the state's name)
 //	counts  hash: replica -> "epoch successes failures stamp", each
 //	        replica's own window counts as of its last sync
 //	trials  sorted set: half-open trial leases, scored by their expiry
@@ -44,6 +45,9 @@ local open = st[2] == '1'
 local till = tonumber(st[3]) or 0
 local inc = st[4]
 local since = tonumber(st[5]) or 0
+-- kept: the state holds since (0 when seeded closed after a loss, with no
+-- transition yet); a state written by a version that kept none lacks it.
+local kept = st[5] ~= false and st[5] ~= nil
 if not inc then
 	-- A state made now (the fleet's first, or one after a loss) gets a
 	-- name, so that a replica that knew another can tell.
@@ -120,12 +124,8 @@ elseif known > epoch then
 		-- yet to sync is still news.
 		local was = since
 		enter(known + 1, false, 0)
-		if was == 0 then
-			redis.call('HDEL', KEYS[1], 'since')
-		else
-			redis.call('HSET', KEYS[1], 'since', was)
-		end
-		since = was
+		redis.call('HSET', KEYS[1], 'since', was)
+		since, kept = was, true
 	end
 elseif known == epoch then
 	if (proposal == 1 or proposal == 3) and (not open or now >= till) then
@@ -140,7 +140,7 @@ elseif known == epoch then
 		-- holds a place now: that one decides
 		enter(epoch + 1, false, 0)
 	end
-elseif (proposal == 1 or proposal == 3) and not open and (ARGV[11] == '' or since > 0) and fresh() then
+elseif (proposal == 1 or proposal == 3) and not open and (ARGV[11] == '' or kept) and fresh() then
 	-- This replica is behind the fleet's epochs (its first sync, or the
 	-- fleet opened and closed again between two of its syncs) and tripped
 	-- on its own calls. The trip is news to a closed fleet all the same, if
