@@ -33,15 +33,15 @@ type fleetBreaker struct {
 	seq      atomic.Uint64 // for lease ids
 
 	mu      sync.Mutex
-	epoch   uint64  // the fleet's epoch as last adopted
-	inc     string  // the name of the fleet's state as last adopted: it changes when Redis loses it
-	synced  uint64  // the breaker's generation after the last adoption
-	version uint64  // bumped when a trial moves the epoch, voiding a sync in flight
-	tripped uint64  // the breaker's own trips (BreakerSnapshot.Trips) the fleet knows of: those beyond are news
+	epoch   uint64 // the fleet's epoch as last adopted
+	inc     string // the name of the fleet's state as last adopted: it changes when Redis loses it
+	synced  uint64 // the breaker's generation after the last adoption
+	version uint64 // bumped when a trial moves the epoch, voiding a sync in flight
+	tripped uint64 // the breaker's own trips (BreakerSnapshot.Trips) the fleet knows of: those beyond are news
 	// staleReopen is 1 + the epoch whose failed trials' reopen (the fleet
 	// had left it) has been counted in tripped; 0 for none.
 	staleReopen uint64
-	leases  []lease // trial places held
+	leases      []lease // trial places held
 	// orphans are leases whose acquire failed without an answer (a
 	// timeout, a lost connection): the script may have run, or may still
 	// run (a command on its way), leaving a fleet-wide trial place nobody
@@ -406,6 +406,7 @@ func (fb *fleetBreaker) apply(r syncRequest, epoch uint64, inc string, open bool
 	}
 	if moved {
 		fb.leases = nil
+		fb.staleReopen = 0 // a state made again may number its epochs anew
 	}
 	// A settle that reopened the fleet may have counted the trip the
 	// breaker makes on its return (see SettleTrial) before this snapshot
