@@ -1410,3 +1410,109 @@ func TestFleetReseededClosedFreshTrip(t *testing.T) {
 	assert.Equal(t, "1", sa.client.HGet(ctx, state, "open").Val(), "a's fresh trip must open the fleet")
 	assert.NotEqual(t, resil.StateClosed, a.State(), "a forced closed without a trial while its dependency is down")
 }
+
+// serverMs returns the redis-server's clock, in milliseconds.
+func serverMs(t *testing.T, s *Store) int64 {
+	tm, err := s.client.Time(context.Background()).Result()
+	require.NoError(t, err)
+	return tm.UnixMilli()
+}
+
+// staleTrialFails runs one trial on a that holds its lease, lets f move
+// the fleet, then fails the trial (settle answers -1).
+func staleTrialFails(t *testing.T, s *Store, a *resil.Breaker, f func()) {
+	started, release, done := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		_, err := resil.New[int]().Breaker(a).Run(context.Background(), func(context.Context) (int, error) {
+			close(started)
+			<-release
+			return 0, errEdge
+		})
+		done <- err
+	}()
+	<-started
+	require.Len(t, s.breakers["dep"].leases, 1)
+	f()
+	time.Sleep(5 * time.Millisecond)
+	close(release)
+	require.ErrorIs(t, <-done, errEdge)
+	require.Equal(t, resil.StateOpen, a.State())
+}
+
+// TestFleetStaleReopenRepeatedEpochAfterLoss: after a loss the new state
+// (another name) can reuse an epoch number, in which a stale trial's
+// reopen must be counted again: not proposed as news, reopening a fleet
+// that closed after it.
+func TestFleetStaleReopenRepeatedEpochAfterLoss(t *testing.T) {
+	const openFor = 20 * time.Millisecond
+	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 1}
+	sa, _, a, _ := twoReplicas(t, Options{Replica: "a"}, Options{Replica: "b"}, policy)
+	ctx := context.Background()
+	state := sa.key("breaker", "dep", "state")
+
+	require.ErrorIs(t, edgeCall(a, true), errEdge)
+	sa.sync() // epoch 1, open
+	time.Sleep(3 * openFor)
+	staleTrialFails(t, sa, a, func() { // the fleet closes (epoch 2) while a's trial runs
+		require.NoError(t, sa.client.HSet(ctx, state, "epoch", 2, "open", 0, "passed", 0, "since", serverMs(t, sa)).Err())
+	})
+	fa := sa.breakers["dep"]
+	require.Equal(t, uint64(2), fa.staleReopen)
+
+	// Redis loses its data before a syncs; another replica (knew epoch 0)
+	// seeds it again, open, and it is half-open in epoch 1 of a new state.
+	require.NoError(t, sa.client.FlushAll(ctx).Err())
+	require.NoError(t, sa.client.HSet(ctx, state, "epoch", 1, "open", 1, "until", serverMs(t, sa), "passed", 0, "since", serverMs(t, sa), "inc", "b@1").Err())
+	sa.sync() // a adopts epoch 1 of "b@1"
+	require.Equal(t, uint64(1), fa.epoch)
+	require.Equal(t, "b@1", fa.inc)
+	time.Sleep(5 * time.Millisecond)
+
+	staleTrialFails(t, sa, a, func() { // the new state's fleet closes too (epoch 2)
+		require.NoError(t, sa.client.HSet(ctx, state, "epoch", 2, "open", 0, "passed", 0, "since", serverMs(t, sa)).Err())
+	})
+	snap := fa.link.Snapshot()
+	fa.mu.Lock()
+	tripped := fa.tripped
+	fa.mu.Unlock()
+	assert.Equal(t, snap.Trips, tripped, "the stale reopen is not counted")
+
+	sa.sync()
+	require.True(t, sa.Connected())
+	assert.Equal(t, "0", sa.client.HGet(ctx, state, "open").Val(), "a stale trial of epoch 1 reopened the recovered fleet")
+}
+
+// TestFleetOldStateReseedKeepsSinceUnknown: a state written by an earlier
+// version (no since) that goes through the known > epoch closed path keeps
+// its last transition's time unknown (not since = 0, "seeded closed, no
+// transition since"), so a lagging replica that knew it cannot reopen it
+// with a trip made before that transition.
+func TestFleetOldStateReseedKeepsSinceUnknown(t *testing.T) {
+	policy := resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Hour}
+	sa, sb, a, _ := twoReplicas(t, Options{Replica: "a"}, Options{Replica: "b"}, policy)
+	ctx := context.Background()
+	state := sa.key("breaker", "dep", "state")
+	require.NoError(t, sa.client.HSet(ctx, state, "epoch", 9).Err())
+	sb.sync() // b knows epoch 9
+	require.Equal(t, uint64(9), sb.breakers["dep"].epoch)
+
+	// lost; an older version seeds it again (no since), epoch 5
+	require.NoError(t, sa.client.Del(ctx, state).Err())
+	require.NoError(t, sa.client.HSet(ctx, state, "epoch", 5, "open", 0, "inc", "old@1").Err())
+	sa.sync()
+	require.Equal(t, uint64(5), sa.breakers["dep"].epoch)
+
+	require.ErrorIs(t, edgeCall(a, true), errEdge) // a trips, cannot reach Redis
+	time.Sleep(20 * time.Millisecond)
+	// older replicas opened and closed the fleet since (served the outage)
+	require.NoError(t, sa.client.HSet(ctx, state, "epoch", 7, "open", 0).Err())
+	time.Sleep(20 * time.Millisecond)
+
+	sb.sync() // known 9 > 7: reseeds closed at 10
+	require.Equal(t, "10", sa.client.HGet(ctx, state, "epoch").Val())
+	t.Logf("since after reseed: %q", sa.client.HGet(ctx, state, "since").Val())
+
+	sa.sync()
+	require.True(t, sa.Connected())
+	assert.Equal(t, "0", sa.client.HGet(ctx, state, "open").Val(), "a stale trip reopened a fleet closed after it")
+}

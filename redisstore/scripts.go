@@ -48,6 +48,9 @@ local since = tonumber(st[5]) or 0
 -- kept: the state holds since (0 when seeded closed after a loss, with no
 -- transition yet); a state written by a version that kept none lacks it.
 local kept = st[5] ~= false and st[5] ~= nil
+-- made: the state is made by this run (the fleet's first, or one after a
+-- loss): no transition yet, and since is this version's to keep.
+local made = not st[4]
 if not inc then
 	-- A state made now (the fleet's first, or one after a loss) gets a
 	-- name, so that a replica that knew another can tell.
@@ -124,8 +127,15 @@ elseif known > epoch then
 		-- yet to sync is still news.
 		local was = since
 		enter(known + 1, false, 0)
-		redis.call('HSET', KEYS[1], 'since', was)
-		since, kept = was, true
+		if kept or made then
+			redis.call('HSET', KEYS[1], 'since', was)
+			since, kept = was, true
+		else
+			-- written by an earlier version: its last transition's time
+			-- stays unknown
+			redis.call('HDEL', KEYS[1], 'since')
+			since, kept = 0, false
+		end
 	end
 elseif known == epoch then
 	if (proposal == 1 or proposal == 3) and (not open or now >= till) then
