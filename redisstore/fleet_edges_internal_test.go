@@ -90,6 +90,16 @@ func setEpoch(t *testing.T, sa *Store, epoch int, fields ...any) string {
 	return state
 }
 
+// trip makes b fail a call (a trip, with MinCalls 1) and then syncs the
+// stores in order: the first proposes the trip, the others adopt it.
+func trip(t *testing.T, b *resil.Breaker, stores ...*Store) {
+	t.Helper()
+	require.ErrorIs(t, edgeCall(b, true), errEdge)
+	for _, s := range stores {
+		s.sync()
+	}
+}
+
 func edgeCall(b *resil.Breaker, fail bool) error {
 	_, err := resil.New[int]().Breaker(b).Run(context.Background(), func(context.Context) (int, error) {
 		if fail {
@@ -289,9 +299,7 @@ func TestFleetExpiredLeaseSuccessDoesNotCloseFleet(t *testing.T) {
 	)
 	opts := Options{TrialLease: lease}
 	sa, sb, a, b := twoReplicas(t, opts, opts, resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 1})
-	require.ErrorIs(t, edgeCall(a, true), errEdge)
-	sa.sync()
-	sb.sync()
+	trip(t, a, sa, sb) // the fleet opens on a's trip; b adopts it
 	require.Equal(t, resil.StateOpen, b.State())
 	time.Sleep(5 * openFor) // real time (both clocks): the fleet is half-open
 
@@ -339,9 +347,7 @@ func TestFleetExpiredLeaseSuccessDoesNotCloseFleet(t *testing.T) {
 func TestFleetShortLeaseKeepsOthersLeases(t *testing.T) {
 	const openFor = 20 * time.Millisecond
 	sa, sb, a, b := twoReplicas(t, Options{TrialLease: time.Hour}, Options{TrialLease: 50 * time.Millisecond}, resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 2})
-	require.ErrorIs(t, edgeCall(a, true), errEdge)
-	sa.sync()
-	sb.sync()
+	trip(t, a, sa, sb) // the fleet opens on a's trip; b adopts it
 	require.Equal(t, resil.StateOpen, b.State())
 	time.Sleep(5 * openFor) // real time (both clocks): the fleet is half-open
 	require.Equal(t, resil.StateHalfOpen, a.State())
@@ -385,9 +391,7 @@ func TestFleetLostStateLaggingSeedKeepsFleetOpen(t *testing.T) {
 	const openFor = 20 * time.Millisecond
 	sa, sb, a, b := twoReplicas(t, Options{}, Options{}, resil.BreakerPolicy{MinCalls: 1, OpenFor: openFor, HalfOpenCalls: 1})
 
-	require.ErrorIs(t, edgeCall(a, true), errEdge)
-	sa.sync() // epoch 1: open
-	sb.sync() // b adopts it
+	trip(t, a, sa, sb) // the fleet opens on a's trip; b adopts it
 	require.Equal(t, resil.StateOpen, b.State())
 	time.Sleep(5 * openFor) // real time (both clocks): the fleet's OpenFor passes
 	require.NoError(t, edgeCall(b, false), "b's trial closes the fleet: epoch 2")
@@ -474,9 +478,7 @@ func halfOpenFleet(t *testing.T, opts Options) (sa, sb *Store, a, b *resil.Break
 	sa.sync()
 	sb.sync()
 
-	require.ErrorIs(t, edgeCall(a, true), errEdge)
-	sa.sync() // the trip opens the fleet
-	sb.sync()
+	trip(t, a, sa, sb) // the fleet opens on a's trip; b adopts it
 	require.Equal(t, resil.StateOpen, b.State())
 	time.Sleep(3 * openFor) // real time: the breakers' and Redis's clocks are real; only a lower bound matters
 	return sa, sb, a, b, lose
@@ -610,9 +612,7 @@ func TestFleetOrphanRemovedAfterLateAcquire(t *testing.T) {
 	sa.sync()
 	sb.sync()
 
-	require.ErrorIs(t, edgeCall(a, true), errEdge)
-	sa.sync()
-	sb.sync()
+	trip(t, a, sa, sb) // the fleet opens on a's trip; b adopts it
 	require.Equal(t, resil.StateOpen, b.State())
 	time.Sleep(3 * openFor)
 
@@ -780,9 +780,7 @@ func TestFleetSettledFailureNotReproposed(t *testing.T) {
 	state := sa.key("breaker", "dep", "state")
 	trials := sa.key("breaker", "dep", "trials")
 
-	require.ErrorIs(t, edgeCall(a, true), errEdge)
-	sa.sync() // epoch 1, open
-	sb.sync()
+	trip(t, a, sa, sb) // the fleet opens on a's trip; b adopts it
 	require.Equal(t, resil.StateOpen, b.State())
 	time.Sleep(3 * openFor)
 
@@ -815,9 +813,7 @@ func TestFleetLaggingReplicaDoesNotReopenRecoveredFleet(t *testing.T) {
 	ctx := context.Background()
 	state := sa.key("breaker", "dep", "state")
 
-	require.ErrorIs(t, edgeCall(a, true), errEdge)
-	sa.sync() // epoch 1: open
-	sb.sync() // b adopts it
+	trip(t, a, sa, sb) // the fleet opens on a's trip; b adopts it
 	require.Equal(t, resil.StateOpen, b.State())
 
 	require.NoError(t, sa.client.FlushAll(ctx).Err()) // Redis loses its data
@@ -919,9 +915,7 @@ func TestFleetTripAfterLossRecoveryIsFresh(t *testing.T) {
 	fa := sa.breakers["dep"]
 
 	// a's first trip, served by the fleet: epoch 1 open, b's trial closes it (epoch 2).
-	require.ErrorIs(t, edgeCall(a, true), errEdge)
-	sa.sync()
-	sb.sync()
+	trip(t, a, sa, sb) // the fleet opens on a's trip; b adopts it
 	time.Sleep(3 * openFor)
 	require.NoError(t, edgeCall(b, false))
 	sa.sync()
@@ -1073,9 +1067,7 @@ func TestFleetSettleCountedTripNeverMade(t *testing.T) {
 	state := sa.key("breaker", "dep", "state")
 	fa := sa.breakers["dep"]
 
-	require.ErrorIs(t, edgeCall(a, true), errEdge)
-	sa.sync() // epoch 1, open
-	sb.sync()
+	trip(t, a, sa, sb) // the fleet opens on a's trip; b adopts it
 	time.Sleep(3 * openFor)
 	require.Equal(t, resil.StateHalfOpen, a.State())
 
@@ -1116,9 +1108,7 @@ func TestFleetRecreatedReplicaLeaseIDs(t *testing.T) {
 	ctx := context.Background()
 	trials := sa.key("breaker", "dep", "trials")
 
-	require.ErrorIs(t, edgeCall(a, true), errEdge)
-	sa.sync()
-	sb.sync()
+	trip(t, a, sa, sb) // the fleet opens on a's trip; b adopts it
 	time.Sleep(3 * openFor)
 	sa.sync()
 	sb.sync()
@@ -1172,9 +1162,7 @@ func TestFleetStaleTrialDoesNotReopenRecoveredFleet(t *testing.T) {
 	ctx := context.Background()
 	state := sa.key("breaker", "dep", "state")
 
-	require.ErrorIs(t, edgeCall(a, true), errEdge)
-	sa.sync() // epoch 1, open
-	sb.sync()
+	trip(t, a, sa, sb) // the fleet opens on a's trip; b adopts it
 	time.Sleep(3 * openFor)
 	require.Equal(t, resil.StateHalfOpen, a.State())
 	require.Equal(t, resil.StateHalfOpen, b.State())
@@ -1318,9 +1306,7 @@ func TestFleetTwoStaleTrialsKeepNextTrip(t *testing.T) {
 	state := sa.key("breaker", "dep", "state")
 	fa := sa.breakers["dep"]
 
-	require.ErrorIs(t, edgeCall(a, true), errEdge)
-	sa.sync() // epoch 1, open
-	sb.sync()
+	trip(t, a, sa, sb) // the fleet opens on a's trip; b adopts it
 	time.Sleep(3 * openFor)
 
 	type trial struct {
