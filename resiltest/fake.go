@@ -144,7 +144,9 @@ type Recorder interface {
 // script (Script) or a seeded random outcome (Random) and is recorded.
 // Pass its Call method where a pipeline wants a function. It is safe for
 // concurrent use: concurrent calls take the steps in the order they start.
-// A Fake must be created by Script or Random; the zero Fake is not usable.
+// Create it with Script or Random; the zero Fake is Script[T](): every call
+// returns T's zero value and a nil error. Its methods panic, naming the
+// method, when called on a nil *Fake.
 type Fake[T any] struct {
 	steps []Step           // the script; its last step repeats
 	gen   func(n int) Step // the step for call n, when there is no script
@@ -174,6 +176,15 @@ func Script[T any](steps ...Step) *Fake[T] {
 
 func typeName[T any]() string { return reflect.TypeFor[T]().String() }
 
+// mustBe panics, naming method, when f is nil: a nil *Fake passed where a
+// Recorder or a function is wanted would otherwise fail with a bare nil
+// dereference far from the mistake.
+func (f *Fake[T]) mustBe(method string) {
+	if f == nil {
+		panic("resiltest: " + method + " called on a nil *Fake[" + typeName[T]() + "]")
+	}
+}
+
 // stepFor returns the step call n (from 1) plays.
 func (f *Fake[T]) stepFor(n int) Step {
 	if f.gen != nil {
@@ -195,6 +206,7 @@ func (f *Fake[T]) stepFor(n int) Step {
 // the script) and records it. Its type is what Pipeline.Run wants:
 // p.Run(ctx, fake.Call).
 func (f *Fake[T]) Call(ctx context.Context) (T, error) {
+	f.mustBe("Call")
 	var c Call
 	if d, ok := ctx.Deadline(); ok {
 		c.Deadline = d
@@ -254,6 +266,7 @@ func (f *Fake[T]) finish(idx int, err error, panicked bool) {
 // Calls returns a copy of the record of every call so far, in the order
 // they started.
 func (f *Fake[T]) Calls() []Call {
+	f.mustBe("Calls")
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]Call(nil), f.calls...)
@@ -261,6 +274,7 @@ func (f *Fake[T]) Calls() []Call {
 
 // Count returns the number of calls so far, those still running included.
 func (f *Fake[T]) Count() int {
+	f.mustBe("Count")
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.calls)
@@ -269,6 +283,7 @@ func (f *Fake[T]) Count() int {
 // MaxConcurrent returns the most calls that ran at the same time, for
 // tests of bulkheads and hedging.
 func (f *Fake[T]) MaxConcurrent() int {
+	f.mustBe("MaxConcurrent")
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.peak

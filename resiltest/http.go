@@ -58,7 +58,8 @@ type Reply struct {
 // Status; Attempt is the request's number). It is safe for concurrent
 // use; concurrent requests take the replies in the order they arrive.
 // Create it with Handler or RandomHandler; the zero FlakyHandler is
-// Handler(): it answers every request 200 "OK".
+// Handler(): it answers every request 200 "OK". Its methods panic, naming
+// the method, when called on a nil *FlakyHandler.
 type FlakyHandler struct {
 	replies []Reply
 	gen     func(n int) Reply
@@ -221,9 +222,17 @@ func (h *FlakyHandler) replyFor(n int) Reply {
 	return h.replies[len(h.replies)-1]
 }
 
+// mustBe panics, naming method, when h is nil (see Fake.mustBe).
+func (h *FlakyHandler) mustBe(method string) {
+	if h == nil {
+		panic("resiltest: " + method + " called on a nil *FlakyHandler")
+	}
+}
+
 // ServeHTTP answers r with the reply of this request and records it. It
 // reads r's body to the end before it waits or answers.
 func (h *FlakyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.mustBe("ServeHTTP")
 	var c Call
 	ctx := r.Context()
 	if d, ok := ctx.Deadline(); ok {
@@ -316,6 +325,7 @@ func (h *FlakyHandler) finish(idx, status int, err error) {
 // request whose client gave up during the delay (Err is then the
 // request context's error).
 func (h *FlakyHandler) Calls() []Call {
+	h.mustBe("Calls")
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return append([]Call(nil), h.calls...)
@@ -324,6 +334,7 @@ func (h *FlakyHandler) Calls() []Call {
 // Count returns the number of requests so far, those still being served
 // included.
 func (h *FlakyHandler) Count() int {
+	h.mustBe("Count")
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return len(h.calls)

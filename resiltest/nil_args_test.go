@@ -1,6 +1,8 @@
 package resiltest_test
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"github.com/resil-go/resil/resiltest"
@@ -38,4 +40,48 @@ func TestNilArgsPanic(t *testing.T) {
 	}
 	assert.Zero(t, tb.helpers, "no assertion got as far as t.Helper")
 	assert.Empty(t, tb.errs, "no assertion reported")
+}
+
+// TestNilRecorderPanics: a nil *Fake or *FlakyHandler, also one passed as
+// a Recorder (a non-nil interface holding nil), panics with a message
+// naming the method and the type, not with a nil pointer dereference.
+func TestNilRecorderPanics(t *testing.T) {
+	var (
+		f  *resiltest.Fake[int]
+		h  *resiltest.FlakyHandler
+		tb = &spyTB{}
+	)
+	tests := []struct {
+		name string
+		call func()
+		want string
+	}{
+		{"Fake.Call", func() { _, _ = f.Call(t.Context()) }, "resiltest: Call called on a nil *Fake[int]"},
+		{"Fake.Calls", func() { f.Calls() }, "resiltest: Calls called on a nil *Fake[int]"},
+		{"Fake.Count", func() { f.Count() }, "resiltest: Count called on a nil *Fake[int]"},
+		{"Fake.MaxConcurrent", func() { f.MaxConcurrent() }, "resiltest: MaxConcurrent called on a nil *Fake[int]"},
+		{"Fake as Recorder", func() { resiltest.AssertAttempts(tb, f, 1) }, "resiltest: Calls called on a nil *Fake[int]"},
+		{"FlakyHandler.ServeHTTP", func() { h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil)) }, "resiltest: ServeHTTP called on a nil *FlakyHandler"},
+		{"FlakyHandler.Calls", func() { h.Calls() }, "resiltest: Calls called on a nil *FlakyHandler"},
+		{"FlakyHandler.Count", func() { h.Count() }, "resiltest: Count called on a nil *FlakyHandler"},
+		{"FlakyHandler as Recorder", func() { resiltest.Waits(h) }, "resiltest: Calls called on a nil *FlakyHandler"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.PanicsWithValue(t, tt.want, tt.call)
+		})
+	}
+}
+
+// TestZeroFake: the zero Fake is Script[T](), as its doc says: every call
+// returns T's zero value and a nil error, and is recorded.
+func TestZeroFake(t *testing.T) {
+	var f resiltest.Fake[string]
+	for range 2 {
+		v, err := f.Call(t.Context())
+		assert.NoError(t, err)
+		assert.Empty(t, v)
+	}
+	assert.Equal(t, 2, f.Count())
+	assert.Len(t, f.Calls(), 2)
 }
