@@ -54,8 +54,9 @@
 // which arms a timer only when something waits on it.
 // State shared between calls (a *Breaker) is concurrency-safe and moves
 // lazily, as calls arrive: there are no background goroutines or timers.
-// A BreakerShare or a RateLimitShare from elsewhere may start its own (redisstore
-// runs each Redis round trip on a goroutine, to bound its wait).
+// A BreakerShare or a RateLimitShare from elsewhere may start its own
+// (redisstore runs each Redis round trip on a goroutine, to bound its
+// wait).
 // Hedge is the one stage that starts goroutines, one per attempt, and only
 // when a hedge could start before the context's deadline.
 package resil
