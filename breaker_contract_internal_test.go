@@ -98,7 +98,7 @@ func TestStressOnStateChangeChain(t *testing.T) {
 	b, link := NewSharedBreaker(BreakerPolicy{MinCalls: 2, OpenFor: 20 * time.Microsecond, HalfOpenCalls: 2,
 		OnStateChange: func(from, to BreakerState) {
 			mu.Lock()
-			got = append(got, transition{from, to})
+			got = append(got, transition{from: from, to: to})
 			mu.Unlock()
 		}}, nopShare{})
 	p := New[int]().Breaker(b)

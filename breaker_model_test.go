@@ -181,7 +181,7 @@ func modelRun(t *testing.T, seed uint64, steps int) {
 		HalfOpenCalls: pick(0, 1, 2, 3),
 	}
 	var got []transition
-	pol.OnStateChange = func(from, to BreakerState) { got = append(got, transition{from, to}) }
+	pol.OnStateChange = func(from, to BreakerState) { got = append(got, transition{from: from, to: to}) }
 	b := NewBreaker(pol)
 	m := newBreakerModel(pol)
 	p := New[int]().Breaker(b)

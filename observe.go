@@ -115,6 +115,17 @@ type Event struct {
 	Delay    time.Duration // the wait before the next attempt (EventRetry)
 	Elapsed  time.Duration // time spent in the call (this Run) so far
 	From, To BreakerState  // EventStateChange
+	// Seq numbers an EventStateChange's move among the moves of every
+	// breaker in the process, from 1: a later move has a larger Seq (of the
+	// same breaker always; of two breakers, as their moves were made).
+	// Calls report their moves after making them, each on its own
+	// goroutine, so reports of concurrent calls may arrive in another
+	// order than the moves: an observer that keeps a breaker's current
+	// state (a gauge) keeps the report with the largest Seq. Moves that
+	// undo each other before any call reports them (a fleet's, see
+	// EventStateChange) are not reported, so numbers may be skipped. 0 for
+	// other kinds.
+	Seq uint64
 }
 
 // Named returns a copy of p whose events carry name in Event.Pipeline,

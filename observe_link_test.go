@@ -101,11 +101,12 @@ func TestObserveBreakerLinkTransitionsCondensed(t *testing.T) {
 	changes := r.kinds(resil.EventStateChange)
 	require.NotEmpty(t, changes)
 	assert.LessOrEqual(t, len(changes), 64)
-	from := resil.StateClosed
+	from, seq := resil.StateClosed, uint64(0)
 	for i, e := range changes {
 		require.Equal(t, from, e.From, "transition %d", i)
 		require.NotEqual(t, e.From, e.To, "transition %d", i)
-		from = e.To
+		require.Greater(t, e.Seq, seq, "transition %d: a condensed move is numbered as its last", i)
+		from, seq = e.To, e.Seq
 	}
 	assert.Equal(t, final, from, "the chain ends in the current state")
 	assert.Equal(t, resil.EventSuccess, r.take()[len(changes)+1].Kind, "the call's own events follow")

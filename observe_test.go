@@ -48,7 +48,8 @@ func (r *obsRecorder) kinds(k resil.EventKind) []resil.Event {
 }
 
 // requireEvents checks got against want field by field; an Err in want is
-// matched with errors.Is.
+// matched with errors.Is, and the Seq of got's EventStateChange events must
+// grow from one to the next (want's is not looked at).
 func requireEvents(t *testing.T, want, got []resil.Event) {
 	t.Helper()
 	kinds := func(es []resil.Event) []string {
@@ -59,8 +60,16 @@ func requireEvents(t *testing.T, want, got []resil.Event) {
 		return s
 	}
 	require.Equal(t, kinds(want), kinds(got), "event kinds")
+	var seq uint64 // the last move's Seq: it grows with every move
 	for i := range want {
 		w, g := want[i], got[i]
+		if g.Kind == resil.EventStateChange {
+			assert.Greater(t, g.Seq, seq, "event %d (%v): Seq", i, g.Kind)
+			seq = g.Seq
+		} else {
+			assert.Zero(t, g.Seq, "event %d (%v): Seq", i, g.Kind)
+		}
+		w.Seq, g.Seq = 0, 0
 		if w.Err == nil {
 			assert.NoError(t, g.Err, "event %d (%v)", i, g.Kind)
 		} else {

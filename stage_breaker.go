@@ -250,7 +250,15 @@ const wordAtomic = unsafe.Sizeof(uintptr(0)) == 8
 
 type bucket struct{ ok, fail uint64 }
 
-type transition struct{ from, to BreakerState }
+type transition struct {
+	from, to BreakerState
+	seq      uint64 // the move's number among every breaker's: see Event.Seq
+}
+
+// moves numbers the transitions of every breaker in the process, for
+// Event.Seq. A transition takes its number under its breaker's lock, so a
+// breaker's later move has a larger one.
+var moves atomic.Uint64
 
 type outcome uint8
 
@@ -648,7 +656,7 @@ func (b *Breaker) failClosed(gen uint64) (transition, bool) {
 func (b *Breaker) setState(to BreakerState, now int64) transition {
 	from := BreakerState(b.word.Load() & stateMask)
 	b.renew(to, now)
-	tr := transition{from: from, to: to}
+	tr := transition{from: from, to: to, seq: moves.Add(1)}
 	if b.onChange != nil {
 		b.queue = append(b.queue, tr)
 		b.linkTail = 0 // a caller's, unless the link's leave says otherwise
@@ -873,7 +881,7 @@ func condenseTail(q []transition) ([]transition, int) {
 	if x.from == z.to {
 		return q, 2
 	}
-	return append(q, transition{from: x.from, to: z.to}), 1
+	return append(q, transition{from: x.from, to: z.to, seq: z.seq}), 1
 }
 
 // takeLinkSeen returns the transitions a BreakerLink made that no call has
@@ -1101,5 +1109,5 @@ func (s breakerStage[T]) runTrial(ctx context.Context, n next[T], t ticket, tr t
 }
 
 func (n *next[T]) emitChange(ctx context.Context, tr transition) {
-	n.emit(ctx, Event{Kind: EventStateChange, From: tr.from, To: tr.to})
+	n.emit(ctx, Event{Kind: EventStateChange, From: tr.from, To: tr.to, Seq: tr.seq})
 }

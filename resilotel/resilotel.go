@@ -107,8 +107,10 @@ var durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5,
 // its own calls made, and those a fleet-shared breaker's fleet made, which
 // the breaker's next call reports (see resil.EventStateChange). A breaker
 // shared by several pipelines may show a stale state under the names that
-// did not report the last change. Pipelines that share a name share their
-// measurements.
+// did not report the last change. Reports of concurrent calls may arrive
+// out of order; the gauge keeps the latest move's (see resil.Event.Seq).
+// Pipelines that share a name share their measurements, the gauge
+// included: it shows the state of whichever of their breakers moved last.
 //
 // The observer is safe for concurrent use and may observe any number of
 // pipelines. It records on the calling goroutine, without locks once a
@@ -169,9 +171,29 @@ type pipeline struct {
 	reason   map[string][]metric.AddOption
 	entered  [3][]metric.AddOption // by state
 
-	stateSeen atomic.Bool
-	state     atomic.Int64
-	observe   []metric.ObserveOption
+	// state is the breaker state last reported, as seq<<2 | state+1 (0
+	// until one is), seq the move's Event.Seq: a report that arrives after
+	// one of a later move is dropped (see setState).
+	state   atomic.Uint64
+	observe []metric.ObserveOption
+}
+
+// setState keeps to as the pipeline's breaker state, unless a later move
+// (a larger seq) has been reported already: concurrent calls report their
+// moves after making them, each on its own goroutine, and the reports may
+// arrive out of order. An event with no Seq (not made by a breaker) is
+// taken as the latest.
+func (p *pipeline) setState(seq uint64, to resil.BreakerState) {
+	v := seq<<2 | uint64(to+1)
+	for {
+		old := p.state.Load()
+		if seq != 0 && old>>2 > seq {
+			return
+		}
+		if p.state.CompareAndSwap(old, v) {
+			return
+		}
+	}
 }
 
 func (o *observer) pipeline(name string) *pipeline {
@@ -264,8 +286,7 @@ func (o *observer) Observe(ctx context.Context, e resil.Event) {
 	case resil.EventStateChange:
 		if e.To >= resil.StateClosed && e.To <= resil.StateHalfOpen {
 			o.transitions.Add(ctx, 1, p.entered[e.To]...)
-			p.state.Store(int64(e.To))
-			p.stateSeen.Store(true)
+			p.setState(e.Seq, e.To)
 		}
 	}
 }
@@ -274,8 +295,8 @@ func (o *observer) Observe(ctx context.Context, e resil.Event) {
 func (o *observer) observeStates(_ context.Context, obs metric.Observer) error {
 	o.pipelines.Range(func(_, v any) bool {
 		p := v.(*pipeline)
-		if p.stateSeen.Load() {
-			obs.ObserveInt64(o.state, p.state.Load(), p.observe...)
+		if v := p.state.Load(); v != 0 {
+			obs.ObserveInt64(o.state, int64(v&3)-1, p.observe...)
 		}
 		return true
 	})
