@@ -23,7 +23,9 @@ import (
 // not be asked close a half-open fleet. The fleet's epoch orders them: a
 // proposal made against an epoch the fleet has left is dropped, and the
 // breaker adopts the fleet's state; but a trip made after the fleet's last
-// transition opens a closed fleet whatever epoch the replica knew.
+// transition opens a closed fleet whatever epoch the replica knew, when the
+// state keeps that transition's time (one written by an earlier version
+// may not, and then only a replica new to it may open it so).
 type fleetBreaker struct {
 	s        *Store
 	keys     []string // state, counts, trials
@@ -72,7 +74,6 @@ type syncRequest struct {
 	epoch    uint64
 	inc      string
 	version  uint64
-	trips    uint64
 	proposal int       // 0 none, 1 open, 2 closed, 3 open and already half-open
 	release  []string  // orphaned lease ids to remove (see fleetBreaker.orphans)
 	age      int64     // ms since the breaker last tripped, with proposal 1 or 3; else -1
@@ -248,7 +249,7 @@ func (fb *fleetBreaker) request() syncRequest {
 	snap := fb.link.Snapshot()
 	fb.mu.Lock()
 	defer fb.mu.Unlock()
-	r := syncRequest{snap: snap, epoch: fb.epoch, inc: fb.inc, version: fb.version, trips: snap.Trips, release: fb.releases(time.Now()), age: -1, taken: time.Now()}
+	r := syncRequest{snap: snap, epoch: fb.epoch, inc: fb.inc, version: fb.version, release: fb.releases(time.Now()), age: -1, taken: time.Now()}
 	// A trip of its own the fleet has not heard of: the snapshot counts
 	// the breaker's trips with its state, so one made as the snapshot is
 	// taken is in both or neither.
@@ -364,20 +365,13 @@ func (fb *fleetBreaker) apply(r syncRequest, epoch uint64, inc string, open bool
 	}
 	moved := epoch != r.epoch || inc != r.inc // another state's epochs are another count
 	local := r.snap.State
-	var (
-		to   resil.BreakerState
-		need bool
-	)
-	switch {
-	case !open:
+	// Open, or half-open (open with no time left: Force takes a remaining
+	// <= 0 as half-open at the next look). A breaker half-open in a period
+	// the fleet has left goes through open too, so that it starts the new
+	// period with its trial places free.
+	to, need := resil.StateOpen, local == resil.StateClosed || moved
+	if !open {
 		to, need = resil.StateClosed, local != resil.StateClosed
-	case remaining > 0:
-		to, need = resil.StateOpen, local == resil.StateClosed || moved
-	default: // half-open: open with no time left
-		// A breaker half-open in a period the fleet has left goes
-		// through open too, so that it starts the new period with its
-		// trial places free.
-		to, need, remaining = resil.StateOpen, local == resil.StateClosed || moved, 0
 	}
 	gen := r.snap.Gen
 	forced := false // the snapshot's generation ended here
@@ -413,9 +407,9 @@ func (fb *fleetBreaker) apply(r syncRequest, epoch uint64, inc string, open bool
 	// could: max keeps it. But when this adoption ended the snapshot's
 	// generation, that trip will not come (the breaker's settle finds its
 	// generation gone): the snapshot's count is the whole count.
-	tripped := max(fb.tripped, r.trips)
+	tripped := max(fb.tripped, r.snap.Trips)
 	if forced {
-		tripped = r.trips
+		tripped = r.snap.Trips
 	}
 	fb.epoch, fb.inc, fb.synced, fb.tripped = epoch, inc, gen, tripped
 	return gen, true

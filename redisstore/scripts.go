@@ -47,10 +47,12 @@ local inc = st[4]
 local since = tonumber(st[5]) or 0
 -- kept: the state holds since (0 when seeded closed after a loss, with no
 -- transition yet); a state written by a version that kept none lacks it.
-local kept = st[5] ~= false and st[5] ~= nil
--- made: the state is made by this run (the fleet's first, or one after a
--- loss): no transition yet, and since is this version's to keep.
-local made = not st[4]
+local kept = st[5] ~= false
+-- made: the state has made no transition yet (it is made by this run, the
+-- fleet's first or one after a loss, or was named by an earlier run that
+-- made none: every transition writes its epoch): its last transition is
+-- none, and since is this version's to keep.
+local made = not st[4] or not st[1]
 if not inc then
 	-- A state made now (the fleet's first, or one after a loss) gets a
 	-- name, so that a replica that knew another can tell.
@@ -59,6 +61,12 @@ if not inc then
 end
 local known = tonumber(ARGV[4])
 local proposal = tonumber(ARGV[5])
+-- trip: this replica proposes a trip (or a failed trial the fleet did not
+-- hear of), opening for tripMs (1: OpenFor; 3: its open period has passed
+-- on the replica, half-open at once)
+local trip = proposal == 1 or proposal == 3
+local tripMs = 0
+if proposal == 1 then tripMs = tonumber(ARGV[6]) end
 -- othersTrial reports whether a replica other than this one holds a live
 -- trial lease (ids are replica:nonce.sequence; replica:sequence from an
 -- earlier version). This one's own may be a lease whose acquire timed out
@@ -125,32 +133,25 @@ elseif known > epoch then
 		-- last transition is what it was: none since the loss when the
 		-- state was seeded closed, so that a trip made since by a replica
 		-- yet to sync is still news.
-		local was = since
 		enter(known + 1, false, 0)
 		if kept or made then
-			redis.call('HSET', KEYS[1], 'since', was)
-			since, kept = was, true
+			redis.call('HSET', KEYS[1], 'since', since)
 		else
 			-- written by an earlier version: its last transition's time
 			-- stays unknown
 			redis.call('HDEL', KEYS[1], 'since')
-			since, kept = 0, false
 		end
 	end
 elseif known == epoch then
-	if (proposal == 1 or proposal == 3) and (not open or now >= till) then
-		-- a trip, or a failed trial the fleet did not hear of; 3: one
-		-- whose open period has passed on the replica: half-open at once
-		local openMs = 0
-		if proposal == 1 then openMs = tonumber(ARGV[6]) end
-		enter(epoch + 1, true, openMs)
+	if trip and (not open or now >= till) then
+		enter(epoch + 1, true, tripMs)
 	elseif proposal == 2 and open and now >= till and not othersTrial() then
 		-- trials that succeeded while the fleet could not be asked (or
 		-- one that outlived its lease), unless another replica's trial
 		-- holds a place now: that one decides
 		enter(epoch + 1, false, 0)
 	end
-elseif (proposal == 1 or proposal == 3) and not open and (ARGV[11] == '' or kept) and fresh() then
+elseif trip and not open and (ARGV[11] == '' or kept) and fresh() then
 	-- This replica is behind the fleet's epochs (its first sync, or the
 	-- fleet opened and closed again between two of its syncs) and tripped
 	-- on its own calls. The trip is news to a closed fleet all the same, if
@@ -158,16 +159,20 @@ elseif (proposal == 1 or proposal == 3) and not open and (ARGV[11] == '' or kept
 	-- tripped): an older one was made before the fleet closed (a sync may
 	-- have run, its reply lost, and the fleet served that trip already).
 	-- A replica that knew this state needs its last transition's time
-	-- (a state written before since was kept has none). 3: half-open at
-	-- once.
-	local openMs = 0
-	if proposal == 1 then openMs = tonumber(ARGV[6]) end
-	enter(epoch + 1, true, openMs)
+	-- (a state written before since was kept has none).
+	enter(epoch + 1, true, tripMs)
 end
 -- Each report carries its replica's own staleness bound: replicas need
 -- not agree on SyncEvery, and a fast one must not drop a slow one's counts.
 -- (A report without one, from an older version, takes this replica's.)
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[4] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. now .. ' ' .. ARGV[7])
+-- Counts made in another state (one lost since) are another count, even
+-- under an epoch number the state made again has reached: not reported
+-- (the replica reports again once it has adopted this state).
+if ARGV[11] == '' or ARGV[11] == inc then
+	redis.call('HSET', KEYS[2], ARGV[1], ARGV[4] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. now .. ' ' .. ARGV[7])
+else
+	redis.call('HDEL', KEYS[2], ARGV[1])
+end
 local ok, fail = 0, 0
 local all = redis.call('HGETALL', KEYS[2])
 for i = 1, #all, 2 do

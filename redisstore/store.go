@@ -50,9 +50,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -214,13 +216,7 @@ func (s *Store) Close() error {
 		s.calls.Wait()
 		// On local state only: the fleet's last counts leave the
 		// breakers' windows now, since no sync will ever replace them.
-		s.mu.Lock()
-		bs := make([]*fleetBreaker, 0, len(s.breakers))
-		for _, fb := range s.breakers {
-			bs = append(bs, fb)
-		}
-		s.mu.Unlock()
-		for _, fb := range bs {
+		for _, fb := range s.breakerList() {
 			fb.link.SetFleet(fb.link.Snapshot().Gen, 0, 0)
 		}
 	})
@@ -353,18 +349,19 @@ func ms(d time.Duration) int64 {
 	return m
 }
 
+// breakerList returns the store's breakers, taken under s.mu.
+func (s *Store) breakerList() []*fleetBreaker {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Collect(maps.Values(s.breakers))
+}
+
 // sync is one round of the background work: in one pipelined round trip,
 // every breaker publishes its counts (and its own transitions) and reads
 // the fleet's; the replica's presence is refreshed for the rate limiters'
 // local share. Then every breaker adopts the fleet's state.
 func (s *Store) sync() {
-	s.mu.Lock()
-	bs := make([]*fleetBreaker, 0, len(s.breakers))
-	for _, fb := range s.breakers {
-		bs = append(bs, fb)
-	}
-	s.mu.Unlock()
-
+	bs := s.breakerList()
 	reqs := make([]syncRequest, len(bs))
 	for i, fb := range bs {
 		reqs[i] = fb.request()
