@@ -168,18 +168,25 @@ func (b *RetryBudget) deposit() {
 	idx := b.cur.Load()
 	c := &b.calls[floorMod(idx, budgetSlots)]
 	w := c.Load()
-	if w&^math.MaxUint32 == uint64(uint32(idx))<<32 && uint32(w) < math.MaxUint32-1 &&
+	if w&^math.MaxUint32 == uint64(uint32(idx))<<32 && uint32(w) < math.MaxUint32-depositMargin &&
 		(uint32(w)+1)&(b.batch.Load()-1) != 0 {
 		// An add, not a compare-and-swap, so that concurrent calls do not
 		// retry each other out. Should the counter be recycled for a later
 		// bucket between the load and the add (this goroutine stalled for a
 		// whole TTL), the call counts as made then; retries are still
-		// bounded by the calls, only a TTL late.
+		// bounded by the calls, only a TTL late. Adds that loaded the same
+		// count cannot carry into the tag: the last depositMargin counts
+		// of a bucket take depositAt's compare-and-swap, which saturates.
 		c.Add(1)
 		return
 	}
 	b.depositAt(clock())
 }
+
+// depositMargin is how far below saturation a bucket's call count must be
+// for deposit's plain add: more than the goroutines that could load the
+// same count before any of them adds.
+const depositMargin = 1 << 20
 
 // depositAt records a call made at now, the time just read: it moves the
 // current bucket forward, adapts the batch and counts the call, starting

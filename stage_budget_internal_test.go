@@ -201,3 +201,34 @@ func TestRetryBudgetStaleAsk(t *testing.T) {
 	assert.False(t, withdraw(b, base+2*sec-11*sec/10), "stale reading: decided as of 2s")
 	assert.False(t, withdraw(b, base+2*sec), "the 2s retry still counts")
 }
+
+// TestRetryBudgetDepositNearSaturation: within depositMargin of a bucket's
+// saturation, deposit counts by compare-and-swap (depositAt, which reads
+// the clock), not by the plain add that concurrent callers loading the same
+// count could carry into the bucket's tag; the count stops at saturation.
+func TestRetryBudgetDepositNearSaturation(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := NewRetryBudget(RetryBudgetPolicy{TTL: 10 * time.Second})
+		b.deposit() // starts the current bucket
+		idx := b.cur.Load()
+		c := &b.calls[floorMod(idx, budgetSlots)]
+		tag := uint64(uint32(idx)) << 32
+		b.batch.Store(4) // the plain add would serve this count: (n+1)&3 != 0
+
+		c.Store(tag | (math.MaxUint32 - 2))
+		time.Sleep(time.Millisecond) // fake time: a clock reading tells
+		before := b.last.Load()
+		b.deposit()
+		assert.NotEqual(t, before, b.last.Load(), "the count near saturation was taken by depositAt")
+		assert.Equal(t, tag|(math.MaxUint32-1), c.Load())
+		b.deposit()
+		b.deposit()
+		assert.Equal(t, tag|math.MaxUint32, c.Load(), "saturated, the tag intact")
+
+		c.Store(tag | 1) // far from saturation: the plain add, no clock reading
+		before = b.last.Load()
+		b.deposit()
+		assert.Equal(t, before, b.last.Load())
+		assert.Equal(t, tag|2, c.Load())
+	})
+}
