@@ -200,11 +200,14 @@ func (s hedgeStage[T]) race(ctx context.Context, n next[T]) (T, error) {
 				return s.stopped(out, context.DeadlineExceeded)
 			}
 			started++
-			lastStart = clock()
-			go hedgeAttempt(actx, n, s.inner, started, out)
 			if started < s.attempts {
 				timer.Reset(s.delay)
 			}
+			// Read after the Reset, as after NewTimer: the timer fires no
+			// later than lastStart+Delay, which mayStart takes as the next
+			// start's time.
+			lastStart = clock()
+			go hedgeAttempt(actx, n, s.inner, started, out)
 		case <-ctx.Done():
 			return s.stopped(out, ctx.Err())
 		}
