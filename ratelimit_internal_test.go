@@ -125,23 +125,23 @@ func TestRateLimiterAdmitLooksAgainBeforeRejecting(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 		fresh := clock()
 
-		_, _, ok := l.admit(fresh, 0)
+		_, _, _, ok := l.admit(fresh, 0)
 		require.True(t, ok, "the first of the burst")
 		_, ok = l.reserve(stale, 0)
 		require.False(t, ok, "reserve alone, with the stale reading, refuses the second token")
 
-		at, wait, ok := l.admit(stale, 0)
+		at, wait, _, ok := l.admit(stale, 0)
 		require.True(t, ok, "the second token of the burst is due: admit looks at the clock again")
 		assert.Equal(t, fresh, at, "decided at the fresh reading")
 		assert.Zero(t, wait)
 
-		at, wait, ok = l.admit(stale, 0)
+		at, wait, _, ok = l.admit(stale, 0)
 		require.False(t, ok, "the bucket is empty")
 		assert.Equal(t, fresh, at)
 		assert.Equal(t, int64(100*time.Millisecond), wait, "a token is due 100ms after the fresh reading")
 
 		// The time since the stale reading counts against the wait a call accepts.
-		at, wait, ok = l.admit(stale, int64(120*time.Millisecond))
+		at, wait, _, ok = l.admit(stale, int64(120*time.Millisecond))
 		require.False(t, ok, "120ms from the stale reading is 70ms from now: too short for a turn 100ms away")
 		assert.Equal(t, fresh, at)
 		assert.Equal(t, int64(100*time.Millisecond), wait)

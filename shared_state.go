@@ -397,7 +397,10 @@ func (k RateLimiterLink) Policy() RateLimitPolicy {
 
 // SetLocalShare sets the part of the policy the limiter allows on its own
 // when the store cannot answer: Rate·fraction calls per second, with a
-// bucket of Burst·fraction rounded up (at least 1), which starts full. A
+// bucket of Burst·fraction rounded up (at least 1; a product that differs
+// from a whole number only by float rounding is that number, so with
+// 1/replicas the local buckets add up to Burst rounded up per replica),
+// which starts full. A
 // fraction outside (0, 1] or NaN is taken as 1. Setting the fraction it
 // already has keeps the local bucket as it is.
 func (k RateLimiterLink) SetLocalShare(fraction float64) {
@@ -413,8 +416,21 @@ func (k RateLimiterLink) SetLocalShare(fraction float64) {
 	rs.fraction = fraction
 	p := rs.policy
 	p.Rate = max(p.Rate*fraction, math.SmallestNonzeroFloat64) // > 0 even when the product underflows
-	p.Burst = max(int(math.Ceil(float64(max(p.Burst, 1))*fraction)), 1)
+	p.Burst = localBurst(max(p.Burst, 1), fraction)
 	rs.local.Store(NewRateLimiter(p))
+}
+
+// localBurst returns burst·fraction rounded up, at least 1. The product
+// of a whole burst and a fraction such as 1/n may land a hair above the
+// whole number it stands for (297·(1/99) is 3.0000000000000004): a
+// product within a few float roundings of a whole number is that number,
+// so the fleet's local shares add up to its Burst, not n tokens more.
+func localBurst(burst int, fraction float64) int {
+	x := float64(burst) * fraction
+	if r := math.Round(x); math.Abs(x-r) <= 4*0x1p-52*r {
+		return max(int(r), 1)
+	}
+	return max(int(math.Ceil(x)), 1)
 }
 
 // rateShare is a shared limiter's view of its fleet.
@@ -427,29 +443,20 @@ type rateShare struct {
 	fraction float64    // of the current local share; 1 until SetLocalShare
 }
 
-// reserve is RateLimiter.reserve for a shared limiter: the fleet's bucket
-// decides, or the local share when the store cannot answer.
-func (rs *rateShare) reserve(now, maxWait int64) (wait int64, ok, fleet bool) {
+// admit is RateLimiter.admit for a shared limiter: the fleet's bucket
+// decides, or the local share when the store cannot answer. The local
+// share decides as of the clock read after the store's answer (which may
+// have taken the store's whole timeout), the time the round trip took
+// counting against the call's wait, and is the bucket a cancelled wait
+// gives its turn back to, even if SetLocalShare has replaced it since.
+func (rs *rateShare) admit(now, maxWait int64) (at, wait int64, by *RateLimiter, ok bool) {
 	w, answer := rs.s.Reserve(time.Duration(maxWait))
 	switch answer {
 	case ShareYes:
-		return max(int64(w), 0), true, true
+		return now, max(int64(w), 0), nil, true
 	case ShareNo:
-		return max(int64(w), 1), false, true
+		return now, max(int64(w), 1), nil, false
 	}
-	wait, ok = rs.local.Load().reserve(now, maxWait)
-	return wait, ok, false
-}
-
-// fleetTurn is the admission time admit reports for a turn the fleet
-// granted, so that unreserve knows not to give it to the local share.
-const fleetTurn = math.MinInt64
-
-// unreserve gives a turn back to the local share, when it was the local
-// share's; a turn the fleet granted (now == fleetTurn) stays taken.
-func (rs *rateShare) unreserve(now, wait int64) {
-	if now == fleetTurn {
-		return
-	}
-	rs.local.Load().unreserve(now, wait)
+	fresh := max(clock(), now)
+	return rs.local.Load().admitLocal(fresh, max(maxWait-(fresh-now), 0))
 }

@@ -73,7 +73,9 @@ func (e *rateLimitedError) Unwrap() error { return ErrRateLimited }
 // RetryAfter returns how long after the rejection a call would pass
 // without waiting, if no other call took the token first. It is exact to
 // the nanosecond, and > 0 except for a call refused because its deadline
-// had come while a token was free (0: a call made now passes).
+// had come: then it is 0 while a token was free (a call made now passes),
+// and always for a limiter shared through a store, whose fleet is not
+// asked about a call that could not use a turn (0: no hint).
 func (e *rateLimitedError) RetryAfter() time.Duration { return e.after }
 
 // Transient reports true: the call may pass later.
@@ -168,32 +170,32 @@ func (l *RateLimiter) peek(now int64) int64 {
 // read the clock after now may have claimed its turn before this one (this
 // goroutine was preempted between its clock read and reserve), leaving tat
 // ahead of a now that is no longer current, and a token that is due by now
-// would be refused. It returns the instant the decision was made at, which
-// is what unreserve must be given. A fleet limiter decides on its server's
-// clock, so it is asked once.
-//
-// For a shared limiter, at is fleetTurn when the fleet granted the turn:
-// unreserve never gives such a turn back.
-func (l *RateLimiter) admit(now, maxWait int64) (at, wait int64, ok bool) {
+// would be refused. It returns the instant the decision was made at and the
+// bucket that claimed the turn, which are what unreserve must be given. A
+// fleet limiter decides on its server's clock, so it is asked once; by is
+// nil for a turn the fleet granted, which is never given back.
+func (l *RateLimiter) admit(now, maxWait int64) (at, wait int64, by *RateLimiter, ok bool) {
 	if l.share != nil {
-		wait, ok, fleet := l.share.reserve(now, maxWait) // a round trip
-		if fleet {
-			now = fleetTurn
-		}
-		return now, wait, ok
+		return l.share.admit(now, maxWait) // a round trip
 	}
+	return l.admitLocal(now, maxWait)
+}
+
+// admitLocal is admit for a local limiter (a shared one's local share
+// included).
+func (l *RateLimiter) admitLocal(now, maxWait int64) (at, wait int64, by *RateLimiter, ok bool) {
 	wait, ok = l.reserve(now, maxWait)
 	if ok {
-		return now, wait, ok
+		return now, wait, l, true
 	}
 	fresh := clock()
 	if fresh <= now {
-		return now, wait, false
+		return now, wait, l, false
 	}
 	// The time since now counts against the call's wait.
 	maxWait = max(maxWait-(fresh-now), 0)
 	wait, ok = l.reserve(fresh, maxWait)
-	return fresh, wait, ok
+	return fresh, wait, l, ok
 }
 
 // unreserve gives back the turn that reserve claimed at now with a wait
@@ -201,12 +203,8 @@ func (l *RateLimiter) admit(now, maxWait int64) (at, wait int64, ok bool) {
 // bucket when no call has claimed a turn after it; otherwise the later
 // calls keep their turns (they are already waiting for them) and the
 // bucket's bound holds, as golang.org/x/time/rate does when a reservation
-// is cancelled.
+// is cancelled. l is the bucket that claimed the turn (admit's by).
 func (l *RateLimiter) unreserve(now, wait int64) {
-	if l.share != nil {
-		l.share.unreserve(now, wait)
-		return
-	}
 	// The call waited, so its turn began at base = now+wait+tau and it
 	// moved tat to base+interval.
 	mine := now + wait + l.tau + l.interval
@@ -268,7 +266,7 @@ func (s rateLimitStage[T]) compile() stageFunc[T] {
 			// which a call that passes at once must not pay for. A local
 			// limiter decides in memory, so looking twice on the way to a
 			// wait costs little; a shared one is asked once, below.
-			at, _, ok := l.admit(now, 0)
+			at, _, _, ok := l.admit(now, 0)
 			if ok {
 				return n.run(ctx, s.inner)
 			}
@@ -284,12 +282,12 @@ func (s rateLimitStage[T]) compile() stageFunc[T] {
 				maxWait = min(maxWait, max(int64(time.Until(deadline)), 1)-1)
 			}
 		}
-		now, wait, ok := l.admit(now, maxWait)
+		now, wait, by, ok := l.admit(now, maxWait)
 		if !ok {
 			return s.reject(ctx, n, wait)
 		}
 		if wait > 0 {
-			if err := s.await(ctx, now, wait); err != nil {
+			if err := s.await(ctx, by, now, wait); err != nil {
 				var zero T
 				return zero, err
 			}
@@ -322,16 +320,19 @@ func (s rateLimitStage[T]) reject(ctx context.Context, n next[T], after int64) (
 	return zero, err
 }
 
-// await waits for a turn claimed at now, wait nanoseconds ahead, and gives
-// the turn back when ctx ends first.
-func (s rateLimitStage[T]) await(ctx context.Context, now, wait int64) error {
+// await waits for a turn that by claimed at now, wait nanoseconds ahead,
+// and gives the turn back to by (nil: the fleet's, kept) when ctx ends
+// first.
+func (s rateLimitStage[T]) await(ctx context.Context, by *RateLimiter, now, wait int64) error {
 	t := time.NewTimer(time.Duration(wait))
 	select {
 	case <-t.C:
 		return nil
 	case <-ctx.Done():
 		t.Stop()
-		s.l.unreserve(now, wait)
+		if by != nil {
+			by.unreserve(now, wait)
+		}
 		return ctx.Err()
 	}
 }
