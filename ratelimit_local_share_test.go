@@ -136,3 +136,37 @@ func TestLocalShareTurnGoesBackToItsBucket(t *testing.T) {
 		assert.Equal(t, 1, atNewTurn, "the new local bucket (Burst 1, 250ms per call) gives its 300ms turn to one call")
 	})
 }
+
+// slowYesShare is a fleet that grants every turn at once, after a round
+// trip of slow.
+type slowYesShare struct{ slow time.Duration }
+
+func (s slowYesShare) Reserve(time.Duration) (time.Duration, resil.ShareAnswer) {
+	time.Sleep(s.slow)
+	return 0, resil.ShareYes
+}
+
+// TestSharedRoundTripOutlastsContext: a call whose context ends during the
+// store's round trip returns ctx.Err() and does not run, even though the
+// fleet granted its turn.
+func TestSharedRoundTripOutlastsContext(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l, _ := resil.NewSharedRateLimiter(resil.RateLimitPolicy{Rate: 10, MaxWait: time.Second}, slowYesShare{slow: 100 * time.Millisecond})
+		ran := 0
+		fn := func(context.Context) (int, error) { ran++; return 1, nil }
+		for _, p := range []resil.Pipeline[int]{
+			resil.New[int]().RateLimit(l),
+			resil.New[int]().RateLimit(l).Timeout(50 * time.Millisecond),
+		} {
+			ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+			_, err := p.Run(ctx, fn)
+			cancel()
+			assert.ErrorIs(t, err, context.DeadlineExceeded)
+		}
+		assert.Zero(t, ran, "no call ran with its context ended")
+
+		v, err := resil.New[int]().RateLimit(l).Run(t.Context(), fn)
+		require.NoError(t, err, "a context that outlasts the round trip")
+		assert.Equal(t, 1, v)
+	})
+}

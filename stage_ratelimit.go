@@ -229,7 +229,10 @@ type rateLimitStage[T any] struct {
 // waits for it (on the caller's goroutine, with one timer); if the context
 // ends during the wait, the call returns ctx.Err() and gives its turn back
 // (when no later call has claimed a turn after it: those keep theirs, and
-// the rate bound holds).
+// the rate bound holds). A limiter shared through a store asks it for
+// every call's turn; a call whose context ends during that round trip
+// returns ctx.Err() and does not run (the turn it was granted stays
+// taken).
 // Any other call fails at once, taking no token, with an error that matches
 // ErrRateLimited and whose RetryAfter() says how long until a call would
 // pass without waiting, so that a Retry added after RateLimit waits exactly
@@ -285,6 +288,13 @@ func (s rateLimitStage[T]) compile() stageFunc[T] {
 		now, wait, by, ok := l.admit(now, maxWait)
 		if !ok {
 			return s.reject(ctx, n, wait)
+		}
+		if l.share != nil && wait == 0 {
+			// The store's round trip may have outlasted the context.
+			if err := ctx.Err(); err != nil {
+				var zero T
+				return zero, err
+			}
 		}
 		if wait > 0 {
 			if err := s.await(ctx, by, now, wait); err != nil {
