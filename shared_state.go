@@ -128,17 +128,29 @@ type BreakerSnapshot struct {
 }
 
 // BreakerLink is how a share's background work drives a breaker made by
-// NewSharedBreaker. The zero value is not usable. Its methods are safe for
-// concurrent use and take the breaker's lock briefly. They never call
-// OnStateChange: the transitions they make are reported, in order, by the
-// breaker's next call or State, on that caller's goroutine, as the breaker's
-// own open → half-open transition is (so a panic in the callback reaches a
-// caller of the breaker, never the share's goroutine). The breaker's next
-// call also reports them to its pipeline's observer (EventStateChange),
-// before its own events; State, which has no pipeline, leaves them to that
-// call. While no call comes they wait; past 64 waiting, the newest are
-// condensed (x → y, y → z is reported as x → z; x → y, y → x not at all).
+// NewSharedBreaker. Its methods are safe for concurrent use and take the
+// breaker's lock briefly. They never call OnStateChange: the transitions
+// they make are reported, in order, by the breaker's next call or State,
+// on that caller's goroutine, as the breaker's own open → half-open
+// transition is (so a panic in the callback reaches a caller of the
+// breaker, never the share's goroutine). The breaker's next call also
+// reports them to its pipeline's observer (EventStateChange), before its
+// own events; State, which has no pipeline, leaves them to that call.
+// While no call comes they wait; past 64 waiting, the newest are condensed
+// (x → y, y → z is reported as x → z; x → y, y → x not at all).
+//
+// The zero BreakerLink is not usable: its methods panic, naming the method
+// and NewSharedBreaker.
 type BreakerLink struct{ b *Breaker }
+
+// breaker returns the linked breaker, or panics naming method when l is
+// the zero BreakerLink.
+func (l BreakerLink) breaker(method string) *Breaker {
+	if l.b == nil {
+		panic("resil: BreakerLink." + method + " called on a zero BreakerLink: make it with NewSharedBreaker")
+	}
+	return l.b
+}
 
 // NewSharedBreaker returns a closed breaker configured by policy whose
 // state is shared through share, and the link through which the share's
@@ -155,13 +167,13 @@ func NewSharedBreaker(policy BreakerPolicy, share BreakerShare) (*Breaker, Break
 }
 
 // Breaker returns the linked breaker.
-func (l BreakerLink) Breaker() *Breaker { return l.b }
+func (l BreakerLink) Breaker() *Breaker { return l.breaker("Breaker") }
 
 // Policy returns the linked breaker's policy with defaults filled in
 // (FailureRatio, MinCalls, OpenFor, HalfOpenCalls; Window is rounded to
 // its buckets; the callbacks are not returned).
 func (l BreakerLink) Policy() BreakerPolicy {
-	b := l.b
+	b := l.breaker("Policy")
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return BreakerPolicy{
@@ -176,7 +188,7 @@ func (l BreakerLink) Policy() BreakerPolicy {
 // Snapshot brings the breaker's window up to date (and makes a due open →
 // half-open transition) and returns its state and its own counts.
 func (l BreakerLink) Snapshot() BreakerSnapshot {
-	b := l.b
+	b := l.breaker("Snapshot")
 	b.mu.Lock()
 	now := clock()
 	tail := b.linkTail
@@ -209,7 +221,7 @@ func (l BreakerLink) Snapshot() BreakerSnapshot {
 // window): a share that loses its store should deliver zeros, so that the
 // breaker decides on its own counts.
 func (l BreakerLink) SetFleet(gen uint64, successes, failures uint64) bool {
-	b := l.b
+	b := l.breaker("SetFleet")
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.word.Load()>>genShift != gen {
@@ -229,7 +241,7 @@ func (l BreakerLink) SetFleet(gen uint64, successes, failures uint64) bool {
 // returns the breaker's generation after it and whether it cleared: false
 // when gen is not current or the breaker is not closed.
 func (l BreakerLink) ClearWindow(gen uint64) (uint64, bool) {
-	b := l.b
+	b := l.breaker("ClearWindow")
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	w := b.word.Load()
@@ -252,7 +264,7 @@ func (l BreakerLink) Force(gen uint64, to BreakerState, openFor time.Duration) (
 	if to < StateClosed || to > StateHalfOpen {
 		panic("resil: BreakerLink.Force to must be StateClosed, StateOpen or StateHalfOpen, got " + to.String())
 	}
-	b := l.b
+	b := l.breaker("Force")
 	b.mu.Lock()
 	w := b.word.Load()
 	if w>>genShift != gen {
@@ -365,9 +377,19 @@ type RateLimitShare interface {
 }
 
 // RateLimiterLink is how a share's background work adjusts a rate limiter
-// made by NewSharedRateLimiter. The zero value is not usable. Its methods
-// are safe for concurrent use.
+// made by NewSharedRateLimiter. Its methods are safe for concurrent use.
+// The zero RateLimiterLink is not usable: its methods panic, naming the
+// method and NewSharedRateLimiter.
 type RateLimiterLink struct{ l *RateLimiter }
+
+// limiter returns the linked limiter, or panics naming method when k is
+// the zero RateLimiterLink.
+func (k RateLimiterLink) limiter(method string) *RateLimiter {
+	if k.l == nil {
+		panic("resil: RateLimiterLink." + method + " called on a zero RateLimiterLink: make it with NewSharedRateLimiter")
+	}
+	return k.l
+}
 
 // NewSharedRateLimiter returns a rate limiter configured by policy whose
 // bucket is shared through share, and its link. Until SetLocalShare is
@@ -385,12 +407,12 @@ func NewSharedRateLimiter(policy RateLimitPolicy, share RateLimitShare) (*RateLi
 }
 
 // RateLimiter returns the linked limiter.
-func (k RateLimiterLink) RateLimiter() *RateLimiter { return k.l }
+func (k RateLimiterLink) RateLimiter() *RateLimiter { return k.limiter("RateLimiter") }
 
 // Policy returns the policy the linked limiter was made with, Burst's
 // default filled in.
 func (k RateLimiterLink) Policy() RateLimitPolicy {
-	p := k.l.share.policy
+	p := k.limiter("Policy").share.policy
 	p.Burst = max(p.Burst, 1)
 	return p
 }
@@ -400,14 +422,13 @@ func (k RateLimiterLink) Policy() RateLimitPolicy {
 // bucket of Burst·fraction rounded up (at least 1; a product that differs
 // from a whole number only by float rounding is that number, so with
 // 1/replicas the local buckets add up to Burst rounded up per replica),
-// which starts full. A
-// fraction outside (0, 1] or NaN is taken as 1. Setting the fraction it
-// already has keeps the local bucket as it is.
+// which starts full. A fraction outside (0, 1] or NaN is taken as 1.
+// Setting the fraction it already has keeps the local bucket as it is.
 func (k RateLimiterLink) SetLocalShare(fraction float64) {
+	rs := k.limiter("SetLocalShare").share
 	if !(fraction > 0 && fraction <= 1) {
 		fraction = 1
 	}
-	rs := k.l.share
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	if fraction == rs.fraction {

@@ -645,8 +645,10 @@ func (b *Breaker) failClosed(gen uint64) (transition, bool) {
 	}
 	b.mu.Unlock()
 	if tripped {
+		// Reported also should Tripped panic: OnStateChange hears of the
+		// trip before this call returns, as of any other.
+		defer b.report()
 		b.share.tripped() // non-blocking: the share tells the fleet in the background
-		b.report()
 	}
 	return tr, tripped
 }
@@ -814,14 +816,14 @@ func (b *Breaker) settleTrial(t ticket, o outcome) (transition, bool) {
 		b.trials--
 	}
 	b.mu.Unlock()
+	if changed {
+		defer b.report() // also should Tripped panic (see failClosed)
+	}
 	if changed && o == failure {
 		// The breaker reopened because of its own failure: the share tells
 		// the fleet (which did not hear of it when the trial was not
 		// granted or settled there), as for a trip.
 		b.share.tripped()
-	}
-	if changed {
-		b.report()
 	}
 	return tr, changed
 }
