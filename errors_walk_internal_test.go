@@ -176,3 +176,30 @@ func TestRetryAfterFollowsAsMethods(t *testing.T) {
 	plain := fmt.Errorf("w: %w", hintErr(time.Second))
 	assert.Zero(t, testing.AllocsPerRun(100, func() { _, _ = retryAfter(plain) }), "no As method: no allocation")
 }
+
+// TestBreakerCauseCheckTerminates: a Breaker asks whether a failure is the
+// cause its caller cancelled with; a failure whose chain cycles, or a
+// cause's Is method that matches through a cycle, gets an answer instead
+// of hanging the call or overflowing the stack.
+func TestBreakerCauseCheckTerminates(t *testing.T) {
+	b := NewBreaker(BreakerPolicy{})
+	cause := errors.New("caller gave up")
+	tests := []struct {
+		name string
+		err  error
+		want outcome
+	}{
+		{"Unwrap returns itself", &selfErr{}, failure},
+		{"Unwrap() []error holds itself", &selfJoin{}, failure},
+		{"errors.Join of itself 64 times", doubled(io.EOF, 64), failure},
+		{"the cause behind a doubled tree", doubled(errors.Join(io.EOF, cause), 64), ignored},
+		{"the cause before a cycle", errors.Join(cause, &selfJoin{}), ignored},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancelCause(context.Background())
+			cancel(cause)
+			assert.Equal(t, tt.want, b.classify(ctx, tt.err))
+		})
+	}
+}

@@ -2,7 +2,6 @@ package resil
 
 import (
 	"context"
-	"errors"
 	"math"
 	"runtime"
 	"strconv"
@@ -10,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unsafe" // go:linkname and Sizeof, for the per-P success counters
+
+	"github.com/resil-go/resil/internal/errchain"
 )
 
 // BreakerPolicy configures a circuit breaker. The zero value is valid: trip
@@ -369,7 +370,7 @@ func (b *Breaker) classify(ctx context.Context, err error) outcome {
 		switch cause := context.Cause(ctx); {
 		case cause == ErrHedgeLost: // a Hedge outside gave up on this attempt
 			return ignored
-		case cause != context.Canceled && errors.Is(err, cause):
+		case cause != context.Canceled && errchain.Is(err, cause):
 			return ignored
 		}
 	}

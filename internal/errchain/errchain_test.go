@@ -1,0 +1,121 @@
+package errchain_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"go.uber.org/goleak"
+
+	"github.com/resil-go/resil/internal/errchain"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// selfErr's Unwrap returns itself: a cycle of one error.
+type selfErr struct{}
+
+func (*selfErr) Error() string   { return "self" }
+func (e *selfErr) Unwrap() error { return e }
+
+// selfJoin's Unwrap() []error holds itself, twice: a cycle through a join
+// that would also double the paths at every step.
+type selfJoin struct{}
+
+func (*selfJoin) Error() string     { return "self join" }
+func (e *selfJoin) Unwrap() []error { return []error{e, e} }
+
+// isEOF matches io.EOF through its Is method, not by value.
+type isEOF struct{}
+
+func (isEOF) Error() string        { return "is EOF" }
+func (isEOF) Is(target error) bool { return target == io.EOF }
+
+// asPath converts to a *fs.PathError through its As method.
+type asPath struct{}
+
+func (asPath) Error() string { return "as path" }
+func (asPath) As(target any) bool {
+	if p, ok := target.(**fs.PathError); ok {
+		*p = &fs.PathError{Op: "as"}
+		return true
+	}
+	return false
+}
+
+// uncomparable has a slice field: == on two of them panics.
+type uncomparable struct{ s []int }
+
+func (uncomparable) Error() string { return "uncomparable" }
+
+// doubled joins err with itself n times: 2^n paths to its leaf.
+func doubled(err error, n int) error {
+	for range n {
+		err = errors.Join(err, err)
+	}
+	return err
+}
+
+// TestAgreesWithErrors: on chains errors.Is and errors.AsType handle, Is
+// and As answer as they do.
+func TestAgreesWithErrors(t *testing.T) {
+	path := &fs.PathError{Op: "open", Err: io.EOF}
+	chains := []error{
+		nil,
+		io.EOF,
+		fmt.Errorf("w: %w", io.EOF),
+		fmt.Errorf("w: %w", path),
+		errors.Join(io.ErrUnexpectedEOF, fmt.Errorf("w: %w", path)),
+		errors.Join(nil, io.ErrUnexpectedEOF),
+		isEOF{},
+		fmt.Errorf("w: %w", asPath{}),
+		uncomparable{},
+		fmt.Errorf("a: %w, b: %w", uncomparable{}, context.Canceled),
+		os.ErrNotExist,
+		doubled(io.EOF, 10),
+	}
+	targets := []error{nil, io.EOF, io.ErrUnexpectedEOF, context.Canceled, fs.ErrNotExist, path, uncomparable{}}
+	for i, err := range chains {
+		for j, target := range targets {
+			assert.Equal(t, errors.Is(err, target), errchain.Is(err, target), "chain %d, target %d", i, j)
+		}
+		want, wantOK := errors.AsType[*fs.PathError](err)
+		got, gotOK := errchain.As[*fs.PathError](err)
+		assert.Equal(t, wantOK, gotOK, "chain %d", i)
+		assert.Equal(t, want, got, "chain %d", i)
+		wantU, wantOK := errors.AsType[uncomparable](err)
+		gotU, gotOK := errchain.As[uncomparable](err)
+		assert.Equal(t, wantOK, gotOK, "chain %d", i)
+		assert.Equal(t, wantU, gotU, "chain %d", i)
+	}
+}
+
+// TestTerminates: chains on which errors.Is and errors.As never return (or
+// overflow the stack) get an answer, and one found before the walk is cut
+// short is still found.
+func TestTerminates(t *testing.T) {
+	tests := []struct {
+		name   string
+		err    error
+		isEOF  bool
+		asPath bool
+	}{
+		{"Unwrap returns itself", &selfErr{}, false, false},
+		{"Unwrap() []error holds itself", &selfJoin{}, false, false},
+		{"errors.Join of itself 64 times", doubled(io.ErrUnexpectedEOF, 64), false, false},
+		{"found before the cycle", errors.Join(io.EOF, &fs.PathError{}, &selfJoin{}), true, true},
+		{"found in a doubled tree", doubled(errors.Join(io.EOF, &fs.PathError{}), 64), true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.isEOF, errchain.Is(tt.err, io.EOF))
+			_, ok := errchain.As[*fs.PathError](tt.err)
+			assert.Equal(t, tt.asPath, ok)
+		})
+	}
+}
