@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 
 	"github.com/resil-go/resil"
+	"github.com/resil-go/resil/internal/errchain"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -238,9 +239,9 @@ func outcome(err error) string {
 		return OutcomeSuccess
 	case refused(err):
 		return OutcomeRejected
-	case errors.Is(err, context.DeadlineExceeded):
+	case errchain.Is(err, context.DeadlineExceeded):
 		return OutcomeTimeout
-	case errors.Is(err, context.Canceled):
+	case errchain.Is(err, context.Canceled):
 		return OutcomeCanceled
 	}
 	return OutcomeFailure
@@ -249,7 +250,7 @@ func outcome(err error) string {
 // refused reports whether err is that of a call a stage refused.
 func refused(err error) bool {
 	for _, r := range rejections {
-		if errors.Is(err, r.err) {
+		if errchain.Is(err, r.err) {
 			return r.refused
 		}
 	}
@@ -258,7 +259,7 @@ func refused(err error) bool {
 
 func rejectionReason(err error) string {
 	for _, r := range rejections {
-		if errors.Is(err, r.err) {
+		if errchain.Is(err, r.err) {
 			return r.reason
 		}
 	}

@@ -269,6 +269,19 @@ func BenchmarkObserver(b *testing.B) {
 	}
 }
 
+// selfErr's Unwrap returns itself: a cycle of one error.
+type selfErr struct{}
+
+func (*selfErr) Error() string   { return "self" }
+func (e *selfErr) Unwrap() error { return e }
+
+// selfJoin's Unwrap() []error holds itself, twice: a cycle through a join
+// that would also double the paths at every step.
+type selfJoin struct{}
+
+func (*selfJoin) Error() string     { return "self join" }
+func (e *selfJoin) Unwrap() []error { return []error{e, e} }
+
 func TestObserverClassifies(t *testing.T) {
 	for _, c := range []struct {
 		name    string
@@ -287,6 +300,12 @@ func TestObserverClassifies(t *testing.T) {
 		{"canceled", context.Canceled, "other", "canceled"},
 		{"retries ran out", &resil.RetryError{Attempts: 3, Err: errFlaky}, "other", "failure"},
 		{"other error", errFlaky, "other", "failure"},
+		// Chains on which errors.Is never returns (or overflows the
+		// stack) are classified all the same: the observer is called on
+		// every call's way out and must not hang it.
+		{"Unwrap returns itself", &selfErr{}, "other", "failure"},
+		{"Unwrap() []error holds itself", &selfJoin{}, "other", "failure"},
+		{"rejection before a cycle", errors.Join(resil.ErrRateLimited, &selfJoin{}), "rate_limited", "rejected"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			reader := sdkmetric.NewManualReader()
