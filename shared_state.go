@@ -61,8 +61,11 @@ type BreakerShare interface {
 	// (TrialIgnored), before the trial runs. For
 	// TrialSucceeded the answer says whether the breaker closes: ShareYes
 	// when the fleet has now seen HalfOpenCalls trials succeed (the breaker
-	// closes), ShareNo when it has not yet (the breaker stays half-open and
-	// the fleet's close arrives through Force), ShareUnavailable to count
+	// closes), ShareNo when it has not yet (the breaker stays half-open,
+	// gives the trial's local place back, since the fleet holds the count
+	// and the places, and goes on admitting the trials the fleet grants;
+	// the fleet's close arrives through Force or a later ShareYes),
+	// ShareUnavailable to count
 	// the success as a local breaker would. A failed trial reopens the
 	// breaker whatever the answer. It may make one round trip, and must
 	// return within a short, bounded time.

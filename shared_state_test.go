@@ -888,3 +888,73 @@ func condensedPrefix(cycle []resil.BreakerState, n int) [][2]resil.BreakerState 
 	}
 	return r
 }
+
+// scriptTrialShare answers AcquireTrial and SettleTrial from scripts, then
+// ShareUnavailable.
+type scriptTrialShare struct {
+	mu       sync.Mutex
+	acquires []resil.ShareAnswer
+	settles  []resil.ShareAnswer
+}
+
+func (s *scriptTrialShare) Tripped() {}
+func (s *scriptTrialShare) AcquireTrial() resil.ShareAnswer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return pop(&s.acquires)
+}
+func (s *scriptTrialShare) SettleTrial(resil.TrialOutcome) resil.ShareAnswer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return pop(&s.settles)
+}
+
+func pop(answers *[]resil.ShareAnswer) resil.ShareAnswer {
+	if len(*answers) == 0 {
+		return resil.ShareUnavailable
+	}
+	a := (*answers)[0]
+	*answers = (*answers)[1:]
+	return a
+}
+
+// A half-open breaker whose trials all succeed closes however the fleet
+// answered each, admitting trials until it does. A success the fleet
+// counted without closing (ShareNo) gives its local place back: the fleet
+// holds the count and its places, so a later trial, granted by the fleet
+// or decided locally when the store cannot answer, goes on with the count.
+func TestSharedBreakerHalfOpenNeverStuck(t *testing.T) {
+	yes, no, gone := resil.ShareYes, resil.ShareNo, resil.ShareUnavailable
+	tests := []struct {
+		name     string
+		acquires []resil.ShareAnswer // then gone
+		settles  []resil.ShareAnswer // for the trials acquired with yes
+		calls    int                 // the breaker closes after this many trials
+	}{
+		{"fleet counted, then settle failed", []resil.ShareAnswer{yes, yes}, []resil.ShareAnswer{no, gone}, 3},
+		{"fleet counted, then store down", []resil.ShareAnswer{yes}, []resil.ShareAnswer{no}, 3},
+		{"store down, then fleet counted", []resil.ShareAnswer{gone, yes}, []resil.ShareAnswer{no}, 3},
+		{"fleet counted both", []resil.ShareAnswer{yes, yes}, []resil.ShareAnswer{no, no}, 4},
+		{"fleet closed at the first", []resil.ShareAnswer{yes}, []resil.ShareAnswer{yes}, 1},
+		{"store down for both", nil, nil, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				sh := &scriptTrialShare{acquires: tt.acquires, settles: tt.settles}
+				b, _ := resil.NewSharedBreaker(resil.BreakerPolicy{MinCalls: 1, OpenFor: time.Second, HalfOpenCalls: 2}, sh)
+				p := resil.New[int]().Breaker(b)
+				_, _ = p.Run(context.Background(), func(context.Context) (int, error) { return 0, errFleetDown })
+				require.Equal(t, resil.StateOpen, b.State())
+				time.Sleep(time.Second)
+				calls := 0
+				for b.State() != resil.StateClosed && calls < 10 {
+					calls++
+					_, err := p.Run(context.Background(), func(context.Context) (int, error) { return 1, nil })
+					require.NoError(t, err, "trial %d is admitted", calls)
+				}
+				assert.Equal(t, tt.calls, calls)
+			})
+		})
+	}
+}

@@ -778,8 +778,9 @@ func (b *Breaker) releaseTrial(gen uint64) {
 }
 
 // settleTrial records the outcome of the half-open trial t: a success
-// towards closing, a failure reopens, an ignored outcome gives the trial's
-// place back. Only a trial the fleet granted is settled with it, and only
+// towards closing (a success the fleet counted gives the trial's place
+// back), a failure reopens, an ignored outcome gives the trial's place
+// back. Only a trial the fleet granted is settled with it, and only
 // while its half-open period lasts: one that outlived it (the breaker made
 // a transition meanwhile, and the fleet has left or will leave that period
 // too) is ignored, so that it is never settled into a newer period.
@@ -803,7 +804,13 @@ func (b *Breaker) settleTrial(t ticket, o outcome) (transition, bool) {
 	switch o {
 	case success:
 		if fleet == ShareNo {
-			break // the fleet closes once enough trials passed; Force brings it
+			// The fleet counted the success and holds the trial places:
+			// the local place goes back, so that the breaker goes on
+			// asking the fleet for trials (or, should the store stop
+			// answering, counts its own) until it closes. The fleet's
+			// close arrives through Force or a later trial's ShareYes.
+			b.trials--
+			break
 		}
 		b.passed++
 		if fleet == ShareYes || b.passed >= b.halfOpenCalls {
