@@ -3,12 +3,13 @@ package resilhttp
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"net"
 	"net/http"
 	"reflect"
 	"strconv"
 	"time"
+
+	"github.com/resil-go/resil/internal/errchain"
 )
 
 // StatusError is the error an attempt fails with when the server answered
@@ -71,17 +72,9 @@ func failureStatus(code int) bool { return code >= 400 && code <= 599 }
 // request that Base refuses to send (checked only after Base failed, so the
 // cost is paid only then).
 func permanentError(err error, req *http.Request) bool {
-	var (
-		verify    *tls.CertificateVerificationError
-		unknownCA x509.UnknownAuthorityError
-		invalid   x509.CertificateInvalidError
-		hostname  x509.HostnameError
-		record    tls.RecordHeaderError
-		addr      *net.AddrError
-	)
-	switch {
-	case errors.As(err, &verify), errors.As(err, &unknownCA), errors.As(err, &invalid),
-		errors.As(err, &hostname), errors.As(err, &record), errors.As(err, &addr):
+	if has[*tls.CertificateVerificationError](err) || has[x509.UnknownAuthorityError](err) ||
+		has[x509.CertificateInvalidError](err) || has[x509.HostnameError](err) ||
+		has[tls.RecordHeaderError](err) || has[*net.AddrError](err) {
 		return true
 	}
 	if alert, ok := tlsAlert(err); ok {
@@ -100,12 +93,11 @@ func permanentError(err error, req *http.Request) bool {
 // whose Err is the alert, of an unexported uint8 type of crypto/tls
 // (tls.AlertError is what it reports over QUIC).
 func tlsAlert(err error) (uint8, bool) {
-	var alert tls.AlertError
-	if errors.As(err, &alert) {
+	if alert, ok := errchain.As[tls.AlertError](err); ok {
 		return uint8(alert), true
 	}
-	var oe *net.OpError
-	if !errors.As(err, &oe) || oe.Op != "remote error" || oe.Err == nil {
+	oe, ok := errchain.As[*net.OpError](err)
+	if !ok || oe.Op != "remote error" || oe.Err == nil {
 		return 0, false
 	}
 	if v := reflect.ValueOf(oe.Err); v.Kind() == reflect.Uint8 && v.Type().PkgPath() == "crypto/tls" {
@@ -127,8 +119,7 @@ func invalidRequest(req *http.Request, err error) bool {
 	switch req.URL.Scheme {
 	case "http", "https":
 	default:
-		var ne net.Error
-		return !errors.As(err, &ne)
+		return !has[net.Error](err)
 	}
 	if req.URL.Host == "" {
 		return true
@@ -169,4 +160,11 @@ func isToken(s string) bool {
 		}
 	}
 	return true
+}
+
+// has reports whether err's chain holds an E, as errors.As finds one,
+// looking at no more than errchain.MaxWalk errors: Base's error may cycle.
+func has[E error](err error) bool {
+	_, ok := errchain.As[E](err)
+	return ok
 }

@@ -40,6 +40,7 @@ import (
 	"time"
 
 	"github.com/resil-go/resil"
+	"github.com/resil-go/resil/internal/errchain"
 )
 
 // DefaultMaxRetryAfter is the cap on a server's Retry-After when
@@ -174,12 +175,12 @@ func (c *call) end(resp *http.Response, err error) (*http.Response, error) {
 		}
 		resp = nil
 		if cerr := c.Err(); cerr != nil {
-			if !errors.Is(err, cerr) {
+			if !errchain.Is(err, cerr) {
 				err = &contextError{cause: cerr, err: err}
 			}
 		} else if se := statusErrorOf(err); se != nil && c.owns(se.resp) {
 			resp, err = se.resp, nil
-		} else if errors.Is(err, errOnce) {
+		} else if errchain.Is(err, errOnce) {
 			// A later (hedged) attempt of a request that may not be sent
 			// again failed last; the only answer there is came from the
 			// one attempt that called Base: its response, or its error.
@@ -191,8 +192,7 @@ func (c *call) end(resp *http.Response, err error) (*http.Response, error) {
 		}
 		if resp == nil {
 			err = asTimeout(err, c.Err())
-			var rh tls.RecordHeaderError
-			if c.Err() == nil && errors.As(err, &rh) {
+			if rh, ok := errchain.As[tls.RecordHeaderError](err); ok && c.Err() == nil {
 				// An https request answered in plain HTTP: http.Client
 				// reports http.ErrSchemeMismatch only for the bare value
 				// (a type assertion), as Base returned it. It is permanent:
@@ -302,7 +302,7 @@ func attempt(ctx context.Context) (*http.Response, error) {
 	var kept *http.Response
 	defer func() { c.leave(kept) }() // also when Base panics: end and abandon wait for it
 	resp, kept, err := c.try(ctx)
-	if err != nil && !c.replay && !errors.Is(err, errOnce) {
+	if err != nil && !c.replay && !errchain.Is(err, errOnce) {
 		first := err // its own variable: only this path allocates
 		c.once.CompareAndSwap(nil, &first)
 	}
@@ -554,11 +554,8 @@ func (c *call) dropAllBut(keep *http.Response) {
 
 // statusErrorOf returns the first *StatusError in err's chain.
 func statusErrorOf(err error) *StatusError {
-	var se *StatusError
-	if errors.As(err, &se) {
-		return se
-	}
-	return nil
+	se, _ := errchain.As[*StatusError](err)
+	return se
 }
 
 // attemptError is an attempt whose context ended before its response
@@ -581,9 +578,11 @@ func asTimeout(err, cerr error) error {
 	if te, ok := err.(timeouter); ok && te.Timeout() {
 		return err
 	}
-	var te timeouter
-	if (cerr != nil && errors.Is(cerr, context.DeadlineExceeded)) ||
-		(cerr == nil && errors.As(err, &te) && te.Timeout()) {
+	if cerr != nil {
+		if errchain.Is(cerr, context.DeadlineExceeded) {
+			return &timeoutError{err: err}
+		}
+	} else if te, ok := errchain.As[timeouter](err); ok && te.Timeout() {
 		return &timeoutError{err: err}
 	}
 	return err

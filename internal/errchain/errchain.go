@@ -51,15 +51,16 @@ func is(err, target error, comparable bool, budget *int) bool {
 	return false
 }
 
-// As returns errors.AsType[E](err): the first error in err's chain of type
-// E, or that an As method converts to E, looking at no more than MaxWalk
-// errors of the chain.
-func As[E error](err error) (E, bool) {
+// As returns what errors.As(err, &e) finds for an e of type E: the first
+// error in err's chain that is an E (E may be an interface type), or that
+// an As method converts to one, looking at no more than MaxWalk errors of
+// the chain.
+func As[E any](err error) (E, bool) {
 	budget := MaxWalk
 	return as[E](err, &budget)
 }
 
-func as[E error](err error, budget *int) (E, bool) {
+func as[E any](err error, budget *int) (E, bool) {
 	var zero E
 	for err != nil && *budget > 0 {
 		*budget--
