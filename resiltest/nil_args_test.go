@@ -85,3 +85,30 @@ func TestZeroFake(t *testing.T) {
 	assert.Equal(t, 2, f.Count())
 	assert.Len(t, f.Calls(), 2)
 }
+
+// TestUnmadeServerPanics: a nil or zero Server (one not made by NewServer)
+// panics with a message naming the method and NewServer, not with a nil
+// pointer dereference, at the call, not later at a request.
+func TestUnmadeServerPanics(t *testing.T) {
+	var (
+		nilServer  *resiltest.Server
+		zeroServer = &resiltest.Server{}
+	)
+	tests := []struct {
+		name string
+		call func()
+		want string
+	}{
+		{"nil Client", func() { nilServer.Client() }, "resiltest: Server.Client called on a nil *Server: make it with NewServer"},
+		{"nil Transport", func() { nilServer.Transport() }, "resiltest: Server.Transport called on a nil *Server: make it with NewServer"},
+		{"nil Close", func() { nilServer.Close() }, "resiltest: Server.Close called on a nil *Server: make it with NewServer"},
+		{"zero Client", func() { zeroServer.Client() }, "resiltest: Server.Client called on a zero Server: make it with NewServer"},
+		{"zero Transport", func() { zeroServer.Transport() }, "resiltest: Server.Transport called on a zero Server: make it with NewServer"},
+		{"zero Close", func() { zeroServer.Close() }, "resiltest: Server.Close called on a zero Server: make it with NewServer"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.PanicsWithValue(t, tt.want, tt.call)
+		})
+	}
+}

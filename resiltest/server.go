@@ -50,20 +50,41 @@ func NewServer(h http.Handler) *Server {
 	return s
 }
 
-// Client returns an HTTP client whose requests go to s.
-func (s *Server) Client() *http.Client { return &http.Client{Transport: s.tr} }
+// Client returns an HTTP client whose requests go to s. It panics on a
+// Server not made by NewServer.
+func (s *Server) Client() *http.Client {
+	s.mustBeMade("Client")
+	return &http.Client{Transport: s.tr}
+}
 
 // Transport returns the transport that connects to s, to use as the base
-// of another RoundTripper.
-func (s *Server) Transport() *http.Transport { return s.tr }
+// of another RoundTripper. It panics on a Server not made by NewServer.
+func (s *Server) Transport() *http.Transport {
+	s.mustBeMade("Transport")
+	return s.tr
+}
 
 // Close closes the server, its connections and the transport's idle
 // connections, and returns once the server has stopped. Requests still
-// being served see their connection closed.
+// being served see their connection closed. Closing it again does nothing
+// more. It panics on a Server not made by NewServer.
 func (s *Server) Close() {
+	s.mustBeMade("Close")
 	_ = s.srv.Close()
 	s.tr.CloseIdleConnections()
 	<-s.done
+}
+
+// mustBeMade panics, naming method, unless s was made by NewServer: a nil
+// or zero Server has no server to reach, and would otherwise fail later
+// with a nil pointer dereference, far from the mistake.
+func (s *Server) mustBeMade(method string) {
+	switch {
+	case s == nil:
+		panic("resiltest: Server." + method + " called on a nil *Server: make it with NewServer")
+	case s.srv == nil:
+		panic("resiltest: Server." + method + " called on a zero Server: make it with NewServer")
+	}
 }
 
 // pipeListener hands the server ends of net.Pipe connections to Serve.

@@ -133,6 +133,7 @@ func TestServerCloseEndsRequestsInFlight(t *testing.T) {
 		assert.False(t, errors.Is(err, context.DeadlineExceeded))
 		_, _, err = fetch(t.Context(), srv.Client(), srv.URL)
 		require.Error(t, err, "a closed server accepts nothing")
+		assert.NotPanics(t, srv.Close, "closing again does nothing more")
 	})
 }
 
