@@ -74,12 +74,12 @@ func TestAgreesWithErrors(t *testing.T) {
 		errors.Join(nil, io.ErrUnexpectedEOF),
 		isEOF{},
 		fmt.Errorf("w: %w", asPath{}),
-		uncomparable{},
-		fmt.Errorf("a: %w, b: %w", uncomparable{}, context.Canceled),
+		uncomparable{s: []int{1}},
+		fmt.Errorf("a: %w, b: %w", uncomparable{s: []int{1}}, context.Canceled),
 		os.ErrNotExist,
 		doubled(io.EOF, 10),
 	}
-	targets := []error{nil, io.EOF, io.ErrUnexpectedEOF, context.Canceled, fs.ErrNotExist, path, uncomparable{}}
+	targets := []error{nil, io.EOF, io.ErrUnexpectedEOF, context.Canceled, fs.ErrNotExist, path, uncomparable{s: []int{2}}}
 	for i, err := range chains {
 		for j, target := range targets {
 			assert.Equal(t, errors.Is(err, target), errchain.Is(err, target), "chain %d, target %d", i, j)
