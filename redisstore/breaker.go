@@ -25,14 +25,20 @@ import (
 // breaker adopts the fleet's state; but a trip made after the fleet's last
 // transition opens a closed fleet whatever epoch the replica knew, when the
 // state keeps that transition's time (one written by an earlier version
-// may not, and then only a replica new to it may open it so).
+// may not, and then only a replica new to it may open it so). A sync the
+// store gave up on that reaches Redis after a newer one of the store's was
+// applied changes nothing.
 type fleetBreaker struct {
 	s        *Store
-	keys     []string // state, counts, trials
+	keys     []string // state, counts, trials, syncs
 	link     resil.BreakerLink
 	openFor  int64 // ms
 	halfOpen int64
 	seq      atomic.Uint64 // for lease ids
+	// sent numbers the syncs sent (each send, a retry's too), from 1:
+	// the script ignores one sent before a sync it has applied (see
+	// syncScript).
+	sent atomic.Uint64
 
 	mu      sync.Mutex
 	epoch   uint64 // the fleet's epoch as last adopted
@@ -302,7 +308,8 @@ func (fb *fleetBreaker) syncCmd(ctx context.Context, pipe redis.Pipeliner, r syn
 		age += time.Since(r.taken).Milliseconds() // as of this send: a sync tried again sends the trip's age then
 	}
 	return syncScript.EvalSha(ctx, pipe, fb.keys, s.opts.Replica, r.snap.Successes, r.snap.Failures,
-		r.epoch, r.proposal, fb.openFor, ms(s.stale()), ms(keyTTL), state, ms(r.snap.Remaining), r.inc, age)
+		r.epoch, r.proposal, fb.openFor, ms(s.stale()), ms(keyTTL), state, ms(r.snap.Remaining), r.inc, age,
+		s.nonce, fb.sent.Add(1))
 }
 
 // lost drops the fleet's counts when a sync failed: the breaker decides on

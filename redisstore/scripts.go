@@ -6,7 +6,7 @@ import "github.com/redis/go-redis/v9"
 // reads the server's clock (TIME), so the fleet's deadlines never depend on
 // the replicas' clocks agreeing. Times are milliseconds.
 //
-// A breaker's fleet state lives in three keys sharing one hash tag (one
+// A breaker's fleet state lives in four keys sharing one hash tag (one
 // cluster slot):
 //
 //	state   hash: epoch (a counter bumped by every fleet transition),
@@ -18,6 +18,9 @@ import "github.com/redis/go-redis/v9"
 //	counts  hash: replica -> "epoch successes failures stamp", each
 //	        replica's own window counts as of its last sync
 //	trials  sorted set: half-open trial leases, scored by their expiry
+//	syncs   hash: replica:nonce (one store instance) -> "sequence stamp",
+//	        the highest sync sequence applied for it and when; kept for
+//	        the keys' ttl after that
 
 // timeLua sets now to the server's time in milliseconds.
 const timeLua = `
@@ -29,13 +32,19 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 // transition) and returns the fleet's state and the rest of the fleet's
 // counts.
 //
-// KEYS: state, counts, trials
+// A sync the replica gave up on (Options.Timeout) may still reach Redis
+// later, after newer ones: it is late, and changes nothing (see late
+// below).
+//
+// KEYS: state, counts, trials, syncs
 // ARGV: replica, successes, failures, known epoch, proposal (0 none,
 // 1 open, 2 closed, 3 open with its open period passed), openFor,
 // stale (counts older than this are dropped),
 // ttl (of the keys), the replica's state (0 closed, 1 open, 2 half-open),
 // what is left of its open period, the name of the state it knew ("" for
-// none yet), how long ago it tripped (ms, with proposal 1 or 3; else -1)
+// none yet), how long ago it tripped (ms, with proposal 1 or 3; else -1),
+// the store's nonce, the sync's sequence (numbering the store's sends of
+// this breaker's syncs, from 1)
 // Returns: {epoch, open, remaining open ms, successes, failures, the
 // state's name}
 var syncScript = redis.NewScript(timeLua + `
@@ -58,6 +67,35 @@ if not inc then
 	-- name, so that a replica that knew another can tell.
 	inc = ARGV[1] .. '@' .. now
 	redis.call('HSET', KEYS[1], 'inc', inc)
+end
+local ttl = tonumber(ARGV[8])
+-- late: a sync of this store instance (the replica's name and the store's
+-- nonce: a restarted process numbers its syncs afresh, unbound by its
+-- predecessor's) newer than this one has been applied. This one was sent
+-- before it, and given up on (or is the client's resend of one applied):
+-- everything it says, the newer one said again or made obsolete (a trip
+-- the fleet had not heard of is proposed again until one is applied, and
+-- its age, as of the send, would date it after transitions made since).
+-- It changes nothing (but names a state that had no name, as any sync
+-- does); its reply is the fleet's state as it is.
+local instance = ARGV[1] .. ':' .. ARGV[13]
+local last = redis.call('HGET', KEYS[4], instance)
+local late = false
+if last then
+	last = tonumber(string.match(last, '^(%d+) '))
+	late = last ~= nil and tonumber(ARGV[14]) <= last
+end
+if not late and redis.call('HSET', KEYS[4], instance, ARGV[14] .. ' ' .. now) == 1 then
+	-- A store instance's first sync applied (a process started): the
+	-- records of instances with none applied for ttl go, as their keys
+	-- would have had they been the last to use them.
+	local all = redis.call('HGETALL', KEYS[4])
+	for i = 1, #all, 2 do
+		local ts = tonumber(string.match(all[i + 1], ' (%d+)$'))
+		if ts == nil or now - ts > ttl then
+			redis.call('HDEL', KEYS[4], all[i])
+		end
+	end
 end
 local known = tonumber(ARGV[4])
 local proposal = tonumber(ARGV[5])
@@ -105,7 +143,9 @@ end
 -- what is left of this replica's own open period (0 when half-open)
 local mineOpenMs = 0
 if mine == 1 then mineOpenMs = tonumber(ARGV[10]) end
-if known <= epoch and ARGV[11] ~= '' and ARGV[11] ~= inc then
+if late then
+	-- superseded: the fleet's state is as it is
+elseif known <= epoch and ARGV[11] ~= '' and ARGV[11] ~= inc then
 	-- The state was lost since this replica last synced, and another
 	-- replica seeded it again, knowing less than this one may: an open
 	-- period of this one's is news to a fleet seeded closed, as a trip is,
@@ -167,8 +207,11 @@ end
 -- (A report without one, from an older version, takes this replica's.)
 -- Counts made in another state (one lost since) are another count, even
 -- under an epoch number the state made again has reached: not reported
--- (the replica reports again once it has adopted this state).
-if ARGV[11] == '' or ARGV[11] == inc then
+-- (the replica reports again once it has adopted this state). A late
+-- sync's counts are older than those its replica reported since.
+if late then
+	-- the replica's report stands
+elseif ARGV[11] == '' or ARGV[11] == inc then
 	redis.call('HSET', KEYS[2], ARGV[1], ARGV[4] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. now .. ' ' .. ARGV[7])
 else
 	redis.call('HDEL', KEYS[2], ARGV[1])
@@ -185,9 +228,9 @@ for i = 1, #all, 2 do
 		fail = fail + tonumber(f)
 	end
 end
-local ttl = tonumber(ARGV[8])
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[2], ttl)
+redis.call('PEXPIRE', KEYS[4], ttl)
 local remaining = 0
 if open then remaining = till - now end
 return {epoch, open and 1 or 0, remaining, ok, fail, inc}

@@ -121,7 +121,7 @@ func (o Options) Validate() error {
 type Store struct {
 	client  redis.UniversalClient
 	opts    Options
-	nonce   string // random hex: this store's part of its trial lease ids
+	nonce   string // random hex: this store's part of its trial lease ids and sync records
 	up      atomic.Bool
 	kick    chan struct{}
 	done    chan struct{}
@@ -442,7 +442,7 @@ func (s *Store) Breaker(name string, policy resil.BreakerPolicy) *resil.Breaker 
 	}
 	fb := &fleetBreaker{
 		s:    s,
-		keys: []string{s.key("breaker", name, "state"), s.key("breaker", name, "counts"), s.key("breaker", name, "trials")},
+		keys: []string{s.key("breaker", name, "state"), s.key("breaker", name, "counts"), s.key("breaker", name, "trials"), s.key("breaker", name, "syncs")},
 	}
 	_, fb.link = resil.NewSharedBreaker(policy, fb)
 	p := fb.link.Policy()
