@@ -9,35 +9,15 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/assert"
+
+	"github.com/resil-go/resil/internal/cyclicerr"
 )
-
-// selfErr's Unwrap returns itself: a cycle of one error.
-type selfErr struct{}
-
-func (*selfErr) Error() string   { return "self" }
-func (e *selfErr) Unwrap() error { return e }
-
-// selfJoin's Unwrap() []error holds itself, twice: a cycle through a join
-// that would also double the paths at every step.
-type selfJoin struct{}
-
-func (*selfJoin) Error() string     { return "self join" }
-func (e *selfJoin) Unwrap() []error { return []error{e, e} }
 
 // hintErr is a server's hint to wait.
 type hintErr time.Duration
 
 func (hintErr) Error() string               { return "wait" }
 func (e hintErr) RetryAfter() time.Duration { return time.Duration(e) }
-
-// doubled joins err with itself n times: a tree of n levels that shares
-// each level, so it has 2^n paths to its leaf and few nodes.
-func doubled(err error, n int) error {
-	for range n {
-		err = errors.Join(err, err)
-	}
-	return err
-}
 
 // TestClassificationTerminates: a chain that cycles, or that has more paths
 // than any real one, must not hang Retry or Breaker (an endless loop) or
@@ -53,12 +33,12 @@ func TestClassificationTerminates(t *testing.T) {
 		mark      mark
 		hint      bool
 	}{
-		{"Unwrap returns itself", &selfErr{}, true, unmarked, false},
-		{"Unwrap() []error holds itself", &selfJoin{}, true, unmarked, false},
-		{"errors.Join of itself 64 times", doubled(io.EOF, 64), true, unmarked, false},
-		{"a mark is still found first", doubled(Permanent(io.EOF), 64), false, markPermanent, false},
-		{"a hint is still found first", doubled(hinted, 64), true, unmarked, true},
-		{"a cycle behind a mark", Transient(&selfErr{}), true, markTransient, false},
+		{"Unwrap returns itself", &cyclicerr.Self{}, true, unmarked, false},
+		{"Unwrap() []error holds itself", &cyclicerr.SelfJoin{}, true, unmarked, false},
+		{"errors.Join of itself 64 times", cyclicerr.Doubled(io.EOF, 64), true, unmarked, false},
+		{"a mark is still found first", cyclicerr.Doubled(Permanent(io.EOF), 64), false, markPermanent, false},
+		{"a hint is still found first", cyclicerr.Doubled(hinted, 64), true, unmarked, true},
+		{"a cycle behind a mark", Transient(&cyclicerr.Self{}), true, markTransient, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -189,11 +169,11 @@ func TestBreakerCauseCheckTerminates(t *testing.T) {
 		err  error
 		want outcome
 	}{
-		{"Unwrap returns itself", &selfErr{}, failure},
-		{"Unwrap() []error holds itself", &selfJoin{}, failure},
-		{"errors.Join of itself 64 times", doubled(io.EOF, 64), failure},
-		{"the cause behind a doubled tree", doubled(errors.Join(io.EOF, cause), 64), ignored},
-		{"the cause before a cycle", errors.Join(cause, &selfJoin{}), ignored},
+		{"Unwrap returns itself", &cyclicerr.Self{}, failure},
+		{"Unwrap() []error holds itself", &cyclicerr.SelfJoin{}, failure},
+		{"errors.Join of itself 64 times", cyclicerr.Doubled(io.EOF, 64), failure},
+		{"the cause behind a doubled tree", cyclicerr.Doubled(errors.Join(io.EOF, cause), 64), ignored},
+		{"the cause before a cycle", errors.Join(cause, &cyclicerr.SelfJoin{}), ignored},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

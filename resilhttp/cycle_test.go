@@ -7,23 +7,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/resil-go/resil/internal/cyclicerr"
 	"github.com/resil-go/resil/resilhttp"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
-
-// selfErr's Unwrap returns itself: a cycle of one error.
-type selfErr struct{}
-
-func (*selfErr) Error() string   { return "self" }
-func (e *selfErr) Unwrap() error { return e }
-
-// selfJoin's Unwrap() []error holds itself, twice: a cycle through a join
-// that would also double the paths at every step.
-type selfJoin struct{}
-
-func (*selfJoin) Error() string     { return "self join" }
-func (e *selfJoin) Unwrap() []error { return []error{e, e} }
 
 // baseFunc is a RoundTripper made of a function.
 type baseFunc func(*http.Request) (*http.Response, error)
@@ -42,12 +30,12 @@ func TestRoundTripTerminatesOnCyclicBaseError(t *testing.T) {
 		method string
 		cancel bool // the request's context ends while Base runs
 	}{
-		{"GET, Unwrap returns itself", &selfErr{}, http.MethodGet, false},
-		{"GET, Unwrap() []error holds itself", &selfJoin{}, http.MethodGet, false},
-		{"POST, Unwrap returns itself", &selfErr{}, http.MethodPost, false},
-		{"POST, Unwrap() []error holds itself", &selfJoin{}, http.MethodPost, false},
-		{"GET, context ends, Unwrap returns itself", &selfErr{}, http.MethodGet, true},
-		{"GET, context ends, Unwrap() []error holds itself", &selfJoin{}, http.MethodGet, true},
+		{"GET, Unwrap returns itself", &cyclicerr.Self{}, http.MethodGet, false},
+		{"GET, Unwrap() []error holds itself", &cyclicerr.SelfJoin{}, http.MethodGet, false},
+		{"POST, Unwrap returns itself", &cyclicerr.Self{}, http.MethodPost, false},
+		{"POST, Unwrap() []error holds itself", &cyclicerr.SelfJoin{}, http.MethodPost, false},
+		{"GET, context ends, Unwrap returns itself", &cyclicerr.Self{}, http.MethodGet, true},
+		{"GET, context ends, Unwrap() []error holds itself", &cyclicerr.SelfJoin{}, http.MethodGet, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := context.WithCancelCause(context.Background())

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/resil-go/resil"
+	"github.com/resil-go/resil/internal/cyclicerr"
 	"github.com/resil-go/resil/resilotel"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -269,19 +270,6 @@ func BenchmarkObserver(b *testing.B) {
 	}
 }
 
-// selfErr's Unwrap returns itself: a cycle of one error.
-type selfErr struct{}
-
-func (*selfErr) Error() string   { return "self" }
-func (e *selfErr) Unwrap() error { return e }
-
-// selfJoin's Unwrap() []error holds itself, twice: a cycle through a join
-// that would also double the paths at every step.
-type selfJoin struct{}
-
-func (*selfJoin) Error() string     { return "self join" }
-func (e *selfJoin) Unwrap() []error { return []error{e, e} }
-
 func TestObserverClassifies(t *testing.T) {
 	for _, c := range []struct {
 		name    string
@@ -303,9 +291,9 @@ func TestObserverClassifies(t *testing.T) {
 		// Chains on which errors.Is never returns (or overflows the
 		// stack) are classified all the same: the observer is called on
 		// every call's way out and must not hang it.
-		{"Unwrap returns itself", &selfErr{}, "other", "failure"},
-		{"Unwrap() []error holds itself", &selfJoin{}, "other", "failure"},
-		{"rejection before a cycle", errors.Join(resil.ErrRateLimited, &selfJoin{}), "rate_limited", "rejected"},
+		{"Unwrap returns itself", &cyclicerr.Self{}, "other", "failure"},
+		{"Unwrap() []error holds itself", &cyclicerr.SelfJoin{}, "other", "failure"},
+		{"rejection before a cycle", errors.Join(resil.ErrRateLimited, &cyclicerr.SelfJoin{}), "rate_limited", "rejected"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			reader := sdkmetric.NewManualReader()

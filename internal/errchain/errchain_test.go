@@ -12,23 +12,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"go.uber.org/goleak"
 
+	"github.com/resil-go/resil/internal/cyclicerr"
 	"github.com/resil-go/resil/internal/errchain"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// selfErr's Unwrap returns itself: a cycle of one error.
-type selfErr struct{}
-
-func (*selfErr) Error() string   { return "self" }
-func (e *selfErr) Unwrap() error { return e }
-
-// selfJoin's Unwrap() []error holds itself, twice: a cycle through a join
-// that would also double the paths at every step.
-type selfJoin struct{}
-
-func (*selfJoin) Error() string     { return "self join" }
-func (e *selfJoin) Unwrap() []error { return []error{e, e} }
 
 // isEOF matches io.EOF through its Is method, not by value.
 type isEOF struct{}
@@ -53,14 +41,6 @@ type uncomparable struct{ s []int }
 
 func (uncomparable) Error() string { return "uncomparable" }
 
-// doubled joins err with itself n times: 2^n paths to its leaf.
-func doubled(err error, n int) error {
-	for range n {
-		err = errors.Join(err, err)
-	}
-	return err
-}
-
 // TestAgreesWithErrors: on chains errors.Is and errors.AsType handle, Is
 // and As answer as they do.
 func TestAgreesWithErrors(t *testing.T) {
@@ -77,7 +57,7 @@ func TestAgreesWithErrors(t *testing.T) {
 		uncomparable{s: []int{1}},
 		fmt.Errorf("a: %w, b: %w", uncomparable{s: []int{1}}, context.Canceled),
 		os.ErrNotExist,
-		doubled(io.EOF, 10),
+		cyclicerr.Doubled(io.EOF, 10),
 	}
 	targets := []error{nil, io.EOF, io.ErrUnexpectedEOF, context.Canceled, fs.ErrNotExist, path, uncomparable{s: []int{2}}}
 	for i, err := range chains {
@@ -105,11 +85,11 @@ func TestTerminates(t *testing.T) {
 		isEOF  bool
 		asPath bool
 	}{
-		{"Unwrap returns itself", &selfErr{}, false, false},
-		{"Unwrap() []error holds itself", &selfJoin{}, false, false},
-		{"errors.Join of itself 64 times", doubled(io.ErrUnexpectedEOF, 64), false, false},
-		{"found before the cycle", errors.Join(io.EOF, &fs.PathError{}, &selfJoin{}), true, true},
-		{"found in a doubled tree", doubled(errors.Join(io.EOF, &fs.PathError{}), 64), true, true},
+		{"Unwrap returns itself", &cyclicerr.Self{}, false, false},
+		{"Unwrap() []error holds itself", &cyclicerr.SelfJoin{}, false, false},
+		{"errors.Join of itself 64 times", cyclicerr.Doubled(io.ErrUnexpectedEOF, 64), false, false},
+		{"found before the cycle", errors.Join(io.EOF, &fs.PathError{}, &cyclicerr.SelfJoin{}), true, true},
+		{"found in a doubled tree", cyclicerr.Doubled(errors.Join(io.EOF, &fs.PathError{}), 64), true, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
