@@ -15,8 +15,9 @@ func (pastDeadlineCtx) Deadline() (time.Time, bool) { return time.Now().Add(-tim
 
 // endedAt looks through Timeouts' contexts without arming them: a deadline
 // that has come (its own or an outer one's), the caller's cancellation
-// underneath, a caller's context cancelled before its deadline came, an
-// armed or released context.
+// underneath (taken over a deadline past, as the context's first look
+// would), a caller's context cancelled before its deadline came, an armed
+// or released context.
 func TestEndedAt(t *testing.T) {
 	now := clock()
 	cancelled, cancel := context.WithCancel(context.Background())
@@ -48,10 +49,13 @@ func TestEndedAt(t *testing.T) {
 		{"timeout over a cancelled caller", live(cancelled), false, context.Canceled},
 		{"timeout over a timeout over a cancelled caller", live(live(cancelled)), false, context.Canceled},
 		{"cancelled, deadline past", cancelledPast, false, context.Canceled},
-		// First looked at past its deadline, a Timeout's context ended by
-		// its deadline, whatever its parent did (see timeoutCtx).
-		{"timeout due now over a cancelled caller", &timeoutCtx{parent: cancelled, at: now}, true, nil},
-		{"timeout due now over a timeout over a cancelled caller", &timeoutCtx{parent: live(cancelled), at: now}, true, nil},
+		// First looked at past its deadline, a Timeout's context takes a
+		// cancel of its parent's, which may have come first (see
+		// timeoutCtx); a parent's later deadline came after it.
+		{"timeout due now over a cancelled caller", &timeoutCtx{parent: cancelled, at: now}, false, context.Canceled},
+		{"timeout due now over a timeout over a cancelled caller", &timeoutCtx{parent: live(cancelled), at: now}, false, context.Canceled},
+		{"timeout due now over a caller past its deadline", &timeoutCtx{parent: past, at: now}, true, nil},
+		{"timeout due now over a timeout due now", &timeoutCtx{parent: &timeoutCtx{parent: context.Background(), at: now}, at: now}, true, nil},
 		{"timeout armed", armed, false, nil},
 		{"timeout released", released, false, context.Canceled},
 	}

@@ -531,3 +531,31 @@ func TestHedgeLosersAreNotBreakerFailures(t *testing.T) {
 		})
 	}
 }
+
+// TestHedgeLoserBehindTimeoutNotBreakerFailure: a loser that never looks
+// at its context and returns after its per-attempt Timeout's d is still
+// the Hedge's loser: the Timeout, first looked at after d with the Hedge's
+// cancel already made, cannot tell which came first and takes the cancel,
+// so a Breaker inside it ignores the loser's error, as it would have had
+// the loser looked at its context in time.
+func TestHedgeLoserBehindTimeoutNotBreakerFailure(t *testing.T) {
+	errSlow := errors.New("slow work failed")
+	synctest.Test(t, func(t *testing.T) {
+		b := resil.NewBreaker(resil.BreakerPolicy{MinCalls: 1})
+		p := resil.New[int]().Breaker(b).Timeout(time.Second).Hedge(resil.HedgePolicy{Delay: 100 * time.Millisecond})
+		var calls atomic.Int32
+		v, err := p.Run(context.Background(), func(ctx context.Context) (int, error) {
+			if calls.Add(1) == 1 {
+				time.Sleep(2 * time.Second) // work that does not look at ctx
+				return 0, errSlow
+			}
+			time.Sleep(10 * time.Millisecond)
+			return 2, nil
+		})
+		require.NoError(t, err)
+		assert.Equal(t, 2, v)
+		time.Sleep(3 * time.Second) // the loser has returned and been classified
+		synctest.Wait()
+		assert.Equal(t, resil.StateClosed, b.State(), "1 success and the loser's error")
+	})
+}

@@ -22,12 +22,15 @@ type timeoutStage[T any] struct {
 // stages return an error, Run's error matches both ErrTimeout and
 // context.DeadlineExceeded with errors.Is and wraps the error that came
 // back. When the caller's own deadline came first (at or before start+d),
-// the error is returned unchanged, as is every other error. A context that
-// nothing looked at before d elapsed ended by d, even if the caller's
-// context has ended too by the first look: it does not watch the caller's
-// context until something waits on it (see below), and the call did run
-// past d. A value that comes back without error is returned even when it
-// came late: fn decides whether it honours its context.
+// the error is returned unchanged, as is every other error. The context
+// does not watch the caller's until something waits on it (see below): one
+// that nothing looked at before d elapsed and whose caller's context was
+// cancelled by the first look (before the call, or during it) cannot tell
+// which came first, and takes the cancel: it reports context.Canceled and
+// the error is returned unchanged, so that a caller's or a Hedge's
+// cancellation is never reported as a timeout, nor counted by a Breaker
+// inside as a failure. A value that comes back without error is returned
+// even when it came late: fn decides whether it honours its context.
 //
 // The context costs one small allocation and one clock read. It arms a
 // timer, as context.WithTimeout does at once, only when something waits on
@@ -86,11 +89,15 @@ func (s timeoutStage[T]) compile() stageFunc[T] {
 // Err, Done and context.Cause agree.
 //
 // Unarmed, it does not watch the parent, so when it is first looked at
-// after its deadline and the parent has ended too, it cannot tell which
-// came first. It takes the deadline: the call did run past it, and
-// nothing looked at the context before it passed, so nothing the parent
-// did could have reached the call earlier. (Whatever looks at it before the
-// deadline sees a parent that ended first, as context.WithTimeout would.)
+// after its deadline and the parent has ended too, it cannot always tell
+// which came first. It takes the parent's end: a parent that ended by its
+// own deadline ended after this one (a parent deadline before it is
+// handled by the stage without a timeoutCtx), so the parent's
+// context.DeadlineExceeded is this deadline's too; a parent cancelled may
+// have been cancelled before the deadline (by the caller, or by a Hedge
+// giving up on the attempt), and a timeout is not claimed that may not
+// have happened. (Whatever looks at it before the deadline sees a parent
+// that ended first, as context.WithTimeout would.)
 type timeoutCtx struct {
 	parent context.Context
 	at     int64         // the deadline, in clock() time
@@ -119,13 +126,10 @@ func (c *timeoutCtx) arm() context.Context {
 		now := time.Now()
 		nowAt := int64(now.Sub(epoch))
 		dl := now.Add(time.Duration(c.at - nowAt))
-		parent := c.parent
-		if nowAt >= c.at {
-			// First looked at after its deadline: it ended by the deadline,
-			// even if the parent has ended too by now (see timeoutCtx).
-			parent = context.WithoutCancel(parent)
-		}
-		c.armed, c.cancel = context.WithDeadline(parent, dl)
+		// First looked at after its deadline, with the parent ended too
+		// by now: the parent's end is taken, as context.WithDeadline
+		// does with a parent already done (see timeoutCtx).
+		c.armed, c.cancel = context.WithDeadline(c.parent, dl)
 		// One atomic word holds both bits, so of arm and release, the one
 		// that sets its bit second sees the other's and cancels.
 		if c.state.Or(ctxArmed)&ctxReleased != 0 {
@@ -242,10 +246,9 @@ func ended(ctx context.Context) bool {
 
 // endedAt reports how ctx stands at now, a clock() reading, for a stage
 // about to take something for the call (a rate limiter's token): whether
-// its deadline has come (at or before now; for a context of the caller's,
-// unless it was cancelled first: err context.Canceled), and otherwise its
-// Err. It reads
-// no clock, and looks through a Timeout's context without arming it.
+// its deadline has come (at or before now, unless it was cancelled first:
+// err context.Canceled), and otherwise its Err. It reads no clock, and
+// looks through a Timeout's context without arming it.
 func endedAt(ctx context.Context, now int64) (pastDeadline bool, err error) {
 	for {
 		tc, ok := ctx.(*timeoutCtx)
@@ -253,9 +256,19 @@ func endedAt(ctx context.Context, now int64) (pastDeadline bool, err error) {
 			break
 		}
 		if tc.at <= now {
-			// Its deadline ended it, whatever its parent did since: see
-			// timeoutCtx (an armed one's Err says so too, once its timer
-			// has fired).
+			// Its deadline has passed: it ended by it, unless its parent
+			// was cancelled by the time it is first looked at (see
+			// timeoutCtx). Armed, its Err says which; unarmed, its
+			// parent's state does, as arming it now would find it.
+			if tc.state.Load()&ctxArmed != 0 {
+				if err := tc.Err(); err == context.Canceled {
+					return false, err
+				}
+				return true, nil
+			}
+			if _, err := endedAt(tc.parent, now); err == context.Canceled {
+				return false, err
+			}
 			return true, nil
 		}
 		if tc.state.Load()&(ctxArmed|ctxReleased) != 0 {

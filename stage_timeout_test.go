@@ -258,34 +258,51 @@ func TestTimeoutContextParentEnds(t *testing.T) {
 	}
 }
 
-// When the caller's context ends after d has elapsed, the stage's context
-// ended by d, as context.WithTimeout's would have, whether or not anything
-// looked at it before. When the caller's ends first and is seen before d,
-// it is the caller's. When it ends first but nothing looks before d
-// elapses, the first look finds the deadline (documented: the unarmed
-// context does not watch the caller's).
+// When something looked at the stage's context before both ends, it
+// reports the first, as context.WithTimeout's would. When nothing did, the
+// unarmed context, which does not watch the caller's, cannot tell a
+// caller's cancel from its deadline: it takes the cancel, whichever came
+// first (documented), and claims no timeout. A caller's deadline, later
+// than d, came after d.
 func TestTimeoutContextOrderOfEnds(t *testing.T) {
 	errBackend := errors.New("backend failed")
 	tests := []struct {
 		name        string
-		cancelAt    time.Duration // when the caller cancels
+		cancelAt    time.Duration // when the caller cancels; < 0: before Run
+		deadlineAt  time.Duration // the caller's own deadline, later than d (0: none)
 		lookAt      time.Duration // when fn first looks at ctx (0: never before it returns)
 		returnAt    time.Duration // when fn returns errBackend
 		wantErr     error         // ctx.Err() inside fn at returnAt
 		wantTimeout bool
 	}{
-		{"deadline, then cancel, unseen", 1500 * time.Millisecond, 0, 2 * time.Second, context.DeadlineExceeded, true},
-		{"deadline seen, then cancel", 1500 * time.Millisecond, 1200 * time.Millisecond, 2 * time.Second, context.DeadlineExceeded, true},
-		{"cancel seen, then deadline", 500 * time.Millisecond, 700 * time.Millisecond, 2 * time.Second, context.Canceled, false},
-		{"cancel, then deadline, unseen", 500 * time.Millisecond, 0, 2 * time.Second, context.DeadlineExceeded, true},
-		{"cancel before d", 500 * time.Millisecond, 0, 700 * time.Millisecond, context.Canceled, false},
+		{"deadline seen, then cancel", 1500 * time.Millisecond, 0, 1200 * time.Millisecond, 2 * time.Second, context.DeadlineExceeded, true},
+		{"cancel seen, then deadline", 500 * time.Millisecond, 0, 700 * time.Millisecond, 2 * time.Second, context.Canceled, false},
+		{"cancel before d", 500 * time.Millisecond, 0, 0, 700 * time.Millisecond, context.Canceled, false},
+		{"no cancel, deadline unseen", time.Hour, 0, 0, 2 * time.Second, context.DeadlineExceeded, true},
+		// Unseen, the order of a cancel and the deadline is unknown: the
+		// caller's cancel is taken, and no timeout is claimed that may not
+		// have happened.
+		{"cancel, then deadline, unseen", 500 * time.Millisecond, 0, 0, 2 * time.Second, context.Canceled, false},
+		{"deadline, then cancel, unseen", 1500 * time.Millisecond, 0, 0, 2 * time.Second, context.Canceled, false},
+		{"cancelled before Run, unseen", -1, 0, 0, 2 * time.Second, context.Canceled, false},
+		// The caller's deadline is later than d: d came first.
+		{"deadline, then the caller's deadline, unseen", time.Hour, 1500 * time.Millisecond, 0, 2 * time.Second, context.DeadlineExceeded, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				parent, cancel := context.WithCancel(context.Background())
 				defer cancel()
-				time.AfterFunc(tt.cancelAt, cancel)
+				if tt.deadlineAt > 0 {
+					var cancelDeadline context.CancelFunc
+					parent, cancelDeadline = context.WithTimeout(parent, tt.deadlineAt)
+					defer cancelDeadline()
+				}
+				if tt.cancelAt < 0 {
+					cancel()
+				} else {
+					time.AfterFunc(tt.cancelAt, cancel)
+				}
 				start := time.Now()
 				var seen error
 				_, err := resil.New[int]().Timeout(time.Second).Run(parent, func(ctx context.Context) (int, error) {
@@ -300,6 +317,9 @@ func TestTimeoutContextOrderOfEnds(t *testing.T) {
 				assert.Equal(t, tt.wantErr, seen)
 				require.ErrorIs(t, err, errBackend)
 				assert.Equal(t, tt.wantTimeout, errors.Is(err, resil.ErrTimeout), "err = %v", err)
+				if !tt.wantTimeout {
+					assert.Same(t, errBackend, err, "returned unchanged")
+				}
 			})
 		})
 	}
