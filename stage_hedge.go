@@ -37,9 +37,10 @@ func (p HedgePolicy) Validate() error {
 // another attempt answered first (or the call ended). It matches
 // context.Canceled, so code that only knows the context package sees a
 // cancellation. A Breaker inside the Hedge ignores the outcome of an
-// attempt cancelled so, whatever error its fn returns then (with the
-// default FailureIf): the Hedge gave up on it, and what it returns after
-// that says nothing of the dependency. Run never returns it.
+// attempt cancelled so, whatever unmarked error its fn returns then (with
+// the default FailureIf; a Transient mark is a failure, as everywhere):
+// the Hedge gave up on it, and what it returns after that says nothing of
+// the dependency. Run never returns it.
 var ErrHedgeLost error = &sentinel{msg: "resil: another hedged attempt answered first", also: context.Canceled}
 
 type hedgeStage[T any] struct {
