@@ -63,7 +63,9 @@ func run(w io.Writer, verbose bool, seed uint64, calls int) {
 		// Calls start on a 20ms grid (a ticker: late wake-ups do not add
 		// up), and the breaker trips 10ms into a call: OpenFor ends 10ms
 		// after the 7th grid point behind the trip's call and 10ms before
-		// the 8th, so a busy machine does not move the trial to another call.
+		// the 8th, so wake-ups up to 10ms late do not move the trial to
+		// another call. (On a machine so overloaded that a call overruns
+		// its 20ms, the ticker drops ticks and the counts change.)
 		OpenFor: 140 * time.Millisecond,
 	})
 	prices := resil.New[float64]().
