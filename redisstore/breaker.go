@@ -363,6 +363,17 @@ func (fb *fleetBreaker) adopt(r syncRequest, cmd *redis.Cmd) {
 	}
 }
 
+// ownClose reports whether a reply of epoch and inc to r is the close r
+// proposed (the breaker closed on its own, from a half-open period of the
+// epoch it knew) and nothing more: the fleet made one transition since
+// that epoch, to closed. Its window then holds the outcomes of calls
+// admitted since its own close, after every transition the fleet made
+// before it: they count in the new epoch, as they would have had the
+// fleet closed first.
+func ownClose(r syncRequest, epoch uint64, inc string) bool {
+	return r.proposal == 2 && epoch == r.epoch+1 && inc == r.inc
+}
+
 // apply makes the breaker take the fleet's state from a sync's reply, and
 // records it as adopted; it returns the breaker's generation after, and
 // whether the reply was applied. fb.mu must be held.
@@ -394,7 +405,7 @@ func (fb *fleetBreaker) apply(r syncRequest, epoch uint64, inc string, open bool
 			return 0, false
 		}
 		gen, forced = g, true
-	} else if moved && local == resil.StateClosed {
+	} else if moved && local == resil.StateClosed && !ownClose(r, epoch, inc) {
 		// Closed as the fleet is, but the fleet went through transitions
 		// since the epoch the breaker knew (it opened and closed again
 		// between two syncs): the outcomes in the breaker's window were
