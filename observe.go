@@ -40,7 +40,10 @@ const (
 	// within each of the Retry's); 1 when there is none.
 	EventAttempt EventKind = iota
 	// EventRetry: an attempt failed with Err and will be retried after
-	// Delay. Attempt is the number of the attempt that failed.
+	// Delay, OnRetry having run: it is reported once the retry is granted
+	// and fits its bounds. The retry is still not made when the context
+	// ends during the wait, or when the observer itself takes the time the
+	// wait had left. Attempt is the number of the attempt that failed.
 	EventRetry
 	// EventSuccess: the call (one Run) returned without error. It is the
 	// call's last event, except for the events of stages inside a Hedge

@@ -153,3 +153,60 @@ func TestRetryAttemptFailingAtTheDeadline(t *testing.T) {
 		})
 	}
 }
+
+// TestRetrySlowOnRetryNotReported: EventRetry promises a retry. When
+// OnRetry takes the time the wait had left (MaxElapsed or the deadline),
+// or cancels the call, the retry is not made, and the observer hears of a
+// failure, not of a retry.
+func TestRetrySlowOnRetryNotReported(t *testing.T) {
+	tests := []struct {
+		name       string
+		maxElapsed time.Duration
+		deadline   time.Duration
+		cancel     bool
+		wantErr    error
+	}{
+		{"past MaxElapsed", time.Second, 0, false, nil},
+		{"past the deadline", 0, time.Second, false, context.DeadlineExceeded},
+		{"context cancelled", 0, 0, true, context.Canceled},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				if tt.deadline > 0 {
+					var stop context.CancelFunc
+					ctx, stop = context.WithTimeout(ctx, tt.deadline)
+					defer stop()
+				}
+				rec := &obsRecorder{}
+				p := resil.New[int]().Retry(resil.RetryPolicy{
+					MaxAttempts: 3,
+					MaxElapsed:  tt.maxElapsed,
+					Backoff:     resil.Constant(100 * time.Millisecond),
+					OnRetry: func(resil.RetryEvent) {
+						if tt.cancel {
+							cancel()
+							return
+						}
+						time.Sleep(2 * time.Second)
+					},
+				}).Observe(rec)
+				calls := 0
+				_, err := p.Run(ctx, func(context.Context) (int, error) { calls++; return 0, errFlaky })
+				require.ErrorIs(t, err, errFlaky)
+				if tt.wantErr != nil {
+					assert.ErrorIs(t, err, tt.wantErr)
+				} else {
+					var re *resil.RetryError
+					require.ErrorAs(t, err, &re)
+					assert.Equal(t, 1, re.Attempts)
+				}
+				assert.Equal(t, 1, calls)
+				assert.Empty(t, rec.kinds(resil.EventRetry), "no retry was made")
+				assert.Len(t, rec.kinds(resil.EventFailure), 1)
+			})
+		})
+	}
+}

@@ -997,6 +997,18 @@ func (sc *rmScenario) model(jitter []rmJitterRec, live int) (rmOutcome, int) {
 						break
 					}
 					t += sc.onRetrySleep[n-1]
+					// OnRetry took its time: a retry no longer to be
+					// made is not reported.
+					if c.ended(t) {
+						notMade()
+						stop()
+						break
+					}
+					if !fits(t, d) {
+						notMade()
+						result = &resil.RetryError{Attempts: a, Err: last}
+						break
+					}
 				}
 				if sc.observed {
 					event(rmEventRec{Kind: resil.EventRetry, Attempt: a, Err: tag, Delay: d})

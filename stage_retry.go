@@ -28,7 +28,8 @@ type RetryPolicy struct {
 	// of 0), on the goroutine running the call, with the attempt that failed
 	// and the delay chosen. It must not block for long: the retry waits for
 	// it, and the time it takes counts against MaxElapsed and the context's
-	// deadline (a retry it delays past them is not made).
+	// deadline (a retry it delays past them is not made, and no EventRetry
+	// is reported for it).
 	OnRetry func(RetryEvent)
 	// Budget, if set, caps the retries of every Retry stage that shares it
 	// (see RetryBudget). Each run of this stage that makes an attempt
@@ -106,13 +107,16 @@ var defaultBackoff = ExponentialJitter(100*time.Millisecond, 10*time.Second)
 // Retry returns a pipeline that runs the stages added before it again when
 // they fail with a retryable error, waiting policy's backoff between
 // attempts. It runs them on the caller's goroutine and allocates nothing on
-// a call that needs no wait; a positive wait uses one timer for the whole
-// call.
+// a call that succeeds without a positive wait (a wait of 0 included);
+// giving up allocates the error it returns, and a positive wait uses one
+// timer for the whole call.
 //
 // An error marked Permanent is never retried and one marked Transient always
 // is (the outermost mark wins); RetryIf decides the rest. A non-retryable
 // error is returned unchanged. No wait is begun that would end after
-// MaxElapsed or the context's deadline: Retry gives up at once instead. When
+// MaxElapsed or the context's deadline, nor one that would end at the
+// deadline (the context ends with it, and no attempt could follow): Retry
+// gives up at once instead. When
 // attempts run out or Retry gives up early, the error is a *RetryError
 // wrapping the last attempt's error; when the policy's Budget denies a
 // retry, it is one that also matches ErrRetryBudgetExhausted. When the
@@ -279,9 +283,16 @@ func (s retryStage[T]) retry(ctx context.Context, n next[T], start int64, v T, e
 		}
 		announced := p.onRetry != nil || n.m != nil
 		if announced {
-			s.announce(ctx, &n, RetryEvent{Attempt: attempt, Err: err, Delay: delay}, spent)
-			// OnRetry and the observer take time of their own: the wait,
-			// begun after them, must still end within the bounds.
+			if !s.announce(ctx, &n, RetryEvent{Attempt: attempt, Err: err, Delay: delay}, start, spent) {
+				// OnRetry took the time the wait had, or its context
+				// ended meanwhile: the retry is not made, nor reported.
+				if cerr := endErr(ctx); cerr != nil {
+					return zero, &stopError{errs: [2]error{cerr, err}}
+				}
+				return zero, &RetryError{Attempts: attempt, Err: err}
+			}
+			// The observer takes time of its own too: the wait, begun
+			// after it, must still end within the bounds.
 			if ctx.Err() == nil && !p.mayWait(ctx, start, delay) {
 				if p.budget != nil {
 					p.budget.refund(spent)
@@ -316,10 +327,15 @@ func (s retryStage[T]) retry(ctx context.Context, n next[T], start int64, v T, e
 	}
 }
 
-// announce reports a retry about to be made to OnRetry and to the
-// observer. When either panics (or calls runtime.Goexit), the retry is not
-// made, and the budget gets back what it recorded for it in bucket spent.
-func (s retryStage[T]) announce(ctx context.Context, n *next[T], e RetryEvent, spent int64) {
+// announce reports a retry about to be made to OnRetry and then to the
+// observer, and reports whether it is still to be made. When OnRetry took
+// so long that the wait would now end after MaxElapsed (counted from
+// start) or the context's deadline, or the context ended meanwhile, the
+// observer hears nothing of it (EventRetry promises a retry) and the
+// answer is false. When either panics (or calls runtime.Goexit), the
+// retry is not made. Either way, the budget gets back what it recorded
+// for it in bucket spent.
+func (s retryStage[T]) announce(ctx context.Context, n *next[T], e RetryEvent, start, spent int64) bool {
 	p := s.p
 	announced := false
 	if p.budget != nil {
@@ -331,9 +347,13 @@ func (s retryStage[T]) announce(ctx context.Context, n *next[T], e RetryEvent, s
 	}
 	if p.onRetry != nil {
 		p.onRetry(e)
+		if endErr(ctx) != nil || !p.mayWait(ctx, start, e.Delay) {
+			return false
+		}
 	}
 	n.emit(ctx, Event{Kind: EventRetry, Attempt: e.Attempt, Err: e.Err, Delay: e.Delay})
 	announced = true
+	return true
 }
 
 // mayWait reports whether a wait of delay, begun now, ends within
