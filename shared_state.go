@@ -451,6 +451,11 @@ func (k RateLimiterLink) SetLocalShare(fraction float64) {
 // so the fleet's local shares add up to its Burst, not n tokens more.
 func localBurst(burst int, fraction float64) int {
 	x := float64(burst) * fraction
+	if x >= math.MaxInt {
+		// float64(math.MaxInt) is 2^63, which int() does not hold: a
+		// burst within 512 of MaxInt, times a fraction of 1, is itself.
+		return burst
+	}
 	if r := math.Round(x); math.Abs(x-r) <= 4*0x1p-52*r {
 		return max(int(r), 1)
 	}

@@ -958,3 +958,60 @@ func TestSharedBreakerHalfOpenNeverStuck(t *testing.T) {
 		})
 	}
 }
+
+// A Burst within 512 of math.MaxInt keeps its whole size in a local share
+// of 1 (a fleet that shrank back to one replica): float64 of it is 2^63,
+// which no int holds, and the bucket must not collapse to 1.
+func TestSharedRateLimiterHugeBurstWholeShare(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		policy := resil.RateLimitPolicy{Rate: 1, Burst: math.MaxInt}
+		bucket := newMemBucket(policy)
+		bucket.down = true
+		l, link := resil.NewSharedRateLimiter(policy, bucket)
+		link.SetLocalShare(0.5)
+		link.SetLocalShare(1)
+		for i := range 10 {
+			require.NoError(t, limitedCall(l), "call %d", i)
+		}
+	})
+}
+
+// sleepyShare grants every turn at once after a round trip of rtt, with
+// the wait the fleet's bucket gave it as of the middle of the round trip.
+type sleepyShare struct {
+	rtt  time.Duration
+	wait time.Duration
+}
+
+func (s sleepyShare) Reserve(time.Duration) (time.Duration, resil.ShareAnswer) {
+	time.Sleep(s.rtt)
+	return s.wait, resil.ShareYes
+}
+
+// A fleet turn that, counted from the store's answer, would come at or
+// after the call's deadline is no use to the call: it is refused at once
+// with ErrRateLimited, rather than waiting until its context ends.
+func TestSharedRateLimiterFleetTurnPastDeadlineRefusedAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		policy := resil.RateLimitPolicy{Rate: 10, MaxWait: time.Second}
+		l, _ := resil.NewSharedRateLimiter(policy, sleepyShare{rtt: 20 * time.Millisecond, wait: 80 * time.Millisecond})
+		ctx, cancel := context.WithTimeout(context.Background(), 95*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		ran := false
+		_, err := resil.New[int]().RateLimit(l).Run(ctx, func(context.Context) (int, error) { ran = true; return 1, nil })
+		require.ErrorIs(t, err, resil.ErrRateLimited)
+		assert.Equal(t, 20*time.Millisecond, time.Since(start), "refused once the answer came")
+		assert.False(t, ran)
+		var hint interface{ RetryAfter() time.Duration }
+		require.ErrorAs(t, err, &hint)
+		assert.Equal(t, 80*time.Millisecond, hint.RetryAfter())
+
+		ctx2, cancel2 := context.WithTimeout(context.Background(), 101*time.Millisecond)
+		defer cancel2()
+		start = time.Now()
+		_, err = resil.New[int]().RateLimit(l).Run(ctx2, func(context.Context) (int, error) { ran = true; return 1, nil })
+		require.NoError(t, err, "a turn before the deadline is waited for")
+		assert.Equal(t, 100*time.Millisecond, time.Since(start))
+	})
+}

@@ -232,7 +232,10 @@ type rateLimitStage[T any] struct {
 // the rate bound holds). A limiter shared through a store asks it for
 // every call's turn; a call whose context ends during that round trip
 // returns ctx.Err() and does not run (the turn it was granted stays
-// taken).
+// taken), and one whose turn, waited for from the store's answer, would
+// come at or after its deadline fails at once with an error that matches
+// ErrRateLimited (the store's token stays spent: the store decided before
+// the answer came back).
 // Any other call fails at once, taking no token, with an error that matches
 // ErrRateLimited and whose RetryAfter() says how long until a call would
 // pass without waiting, so that a Retry added after RateLimit waits exactly
@@ -289,11 +292,21 @@ func (s rateLimitStage[T]) compile() stageFunc[T] {
 		if !ok {
 			return s.reject(ctx, n, wait)
 		}
-		if l.share != nil && wait == 0 {
-			// The store's round trip may have outlasted the context.
+		if l.share != nil && (wait == 0 || by == nil) {
+			// The store's round trip may have outlasted the context. And
+			// a wait the fleet granted, slept from its answer (the turn
+			// may come up to a round trip earlier, never later), may now
+			// end at or after the deadline: the turn is no use to the
+			// call, which is refused at once rather than left waiting for
+			// its context to end (the fleet's token stays spent).
 			if err := ctx.Err(); err != nil {
 				var zero T
 				return zero, err
+			}
+			if by == nil && wait > 0 {
+				if dl, ok := deadlineAt(ctx); ok && addSat(clock(), wait) >= dl {
+					return s.reject(ctx, n, wait)
+				}
 			}
 		}
 		if wait > 0 {
