@@ -56,9 +56,13 @@ func (fl *fleetLimiter) share(replicas int64) {
 // calls per second with a bucket of Burst/N rounded up, N being the number
 // of live replicas (those that synced within three SyncEvery) at the last
 // successful sync. The replicas should agree on policy. It panics when
-// policy is invalid, as resil.NewRateLimiter does.
+// policy is invalid (also on a later call, whose policy is otherwise
+// ignored), as resil.NewRateLimiter does.
 func (s *Store) RateLimiter(name string, policy resil.RateLimitPolicy) *resil.RateLimiter {
 	s.mustBeMade()
+	if err := policy.Validate(); err != nil {
+		panic(err.Error()) // also when the name is taken: a bad policy is a bug wherever it comes
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if fl, ok := s.limiters[name]; ok {

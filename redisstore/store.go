@@ -431,10 +431,14 @@ func (s *Store) sync() {
 // policy). Breakers of the same name (and Options.Prefix) on every replica
 // act as one: see the package documentation. The replicas should agree on
 // policy; a fleet-wide transition takes OpenFor and HalfOpenCalls from the
-// policy of the replica that makes it. It panics when policy is invalid, as
+// policy of the replica that makes it. It panics when policy is invalid
+// (also on a later call, whose policy is otherwise ignored), as
 // resil.NewBreaker does, and on a zero Store.
 func (s *Store) Breaker(name string, policy resil.BreakerPolicy) *resil.Breaker {
 	s.mustBeMade()
+	if err := policy.Validate(); err != nil {
+		panic(err.Error()) // also when the name is taken: a bad policy is a bug wherever it comes
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if fb, ok := s.breakers[name]; ok {

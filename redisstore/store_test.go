@@ -55,6 +55,14 @@ func TestStoreNamesAndClose(t *testing.T) {
 	assert.PanicsWithValue(t, "resil: RateLimitPolicy.Rate must be > 0 and finite, got 0", func() {
 		s.RateLimiter("c", resil.RateLimitPolicy{})
 	})
+	// A taken name ignores a later policy, but not a bad one: a bad
+	// configuration reloaded is a bug, wherever it comes.
+	assert.PanicsWithValue(t, "resil: BreakerPolicy.MinCalls must be >= 0, got -1", func() {
+		s.Breaker("a", resil.BreakerPolicy{MinCalls: -1})
+	})
+	assert.PanicsWithValue(t, "resil: RateLimitPolicy.Rate must be > 0 and finite, got -1", func() {
+		s.RateLimiter("a", resil.RateLimitPolicy{Rate: -1})
+	})
 	require.Eventually(t, func() bool { return !s.Connected() }, converge, time.Millisecond)
 	assert.Equal(t, 1, s.Replicas())
 	require.NoError(t, s.Close())
