@@ -983,6 +983,22 @@ func (sc *rmScenario) model(jitter []rmJitterRec, live int) (rmOutcome, int) {
 					b.retries--
 				}
 			}
+			// outOfTime reports whether the retry is not made after all,
+			// OnRetry or the observer having taken their time: the
+			// context ended, or the wait no longer fits.
+			outOfTime := func() bool {
+				switch {
+				case c.ended(t):
+					notMade()
+					stop()
+				case !fits(t, d):
+					notMade()
+					result = &resil.RetryError{Attempts: a, Err: last}
+				default:
+					return false
+				}
+				return true
+			}
 			announced := sc.onRetry || sc.observed
 			if announced {
 				if sc.onRetry {
@@ -997,17 +1013,8 @@ func (sc *rmScenario) model(jitter []rmJitterRec, live int) (rmOutcome, int) {
 						break
 					}
 					t += sc.onRetrySleep[n-1]
-					// OnRetry took its time: a retry no longer to be
-					// made is not reported.
-					if c.ended(t) {
-						notMade()
-						stop()
-						break
-					}
-					if !fits(t, d) {
-						notMade()
-						result = &resil.RetryError{Attempts: a, Err: last}
-						break
+					if outOfTime() {
+						break // and not reported
 					}
 				}
 				if sc.observed {
@@ -1019,14 +1026,7 @@ func (sc *rmScenario) model(jitter []rmJitterRec, live int) (rmOutcome, int) {
 					}
 					t += sc.obsSleep[a-1]
 				}
-				if c.ended(t) {
-					notMade()
-					stop()
-					break
-				}
-				if !fits(t, d) {
-					notMade()
-					result = &resil.RetryError{Attempts: a, Err: last}
+				if outOfTime() {
 					break
 				}
 			}
